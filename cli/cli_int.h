@@ -1,0 +1,15 @@
+/*
+ * cli_int.h - private to cli/: one function per verb of `thaw`.
+ */
+#ifndef CLI_INT_H
+#define CLI_INT_H
+
+int cli_convert(int argc, char **argv);
+int cli_inspect(int argc, char **argv);
+int cli_verify(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+
+/* Print "thaw: <msg>" with the last error's message to stderr; returns 1. */
+int cli_error(const char *what, int rc);
+
+#endif /* CLI_INT_H */
