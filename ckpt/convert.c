@@ -130,10 +130,11 @@ static int open_shards(struct conv *c, json_t **index_out)
     json_object_foreach(wm, key, v) {
         const char *f = json_string_value(v);
         if (!f || !f[0] || strchr(f, '/') || f[0] == '.') {
+            int rc2 = THAW_FAIL(THAW_EFORMAT, "%s: weight_map[%.128s] is not a shard file name",
+                                path, key);
             thaw_free(names);
             json_decref(idx);
-            return THAW_FAIL(THAW_EFORMAT, "%s: weight_map[%.128s] is not a shard file name", path,
-                             key);
+            return rc2;
         }
         names[k++] = f;
     }
@@ -332,7 +333,7 @@ static void progress(struct conv *c)
     if (!c->o->progress || c->total_bytes == 0)
         return;
     int pct = (int)(100.0 * (double)c->done_bytes / (double)c->total_bytes);
-    if (pct / 5 == c->last_pct / 5 && pct != 100)
+    if (pct == c->last_pct || (pct / 5 == c->last_pct / 5 && pct != 100))
         return;
     c->last_pct = pct;
     char a[32], b[32];
@@ -363,6 +364,7 @@ static int write_partition(struct conv *c, uint32_t p, const char *path, uint64_
             z = z < room ? z : room;
             memset(buf + fill, 0, z);
             fill += z;
+            c->done_bytes += z;
             if (fill == c->chunk_bytes) {
                 sums[chunk++] = thaw_xxh3(buf, fill);
                 rc = write_all(fd, buf, fill, path);
@@ -394,11 +396,13 @@ static int write_partition(struct conv *c, uint32_t p, const char *path, uint64_
                 progress(c);
             }
         }
+        progress(c);
     }
     if (rc == 0 && fill > 0) {
         sums[chunk++] = thaw_xxh3(buf, fill);
         rc = write_all(fd, buf, fill, path);
     }
+    progress(c);
     if (rc == 0 && fsync(fd) != 0)
         rc = THAW_FAIL(-errno, "%s: fsync: %s", path, strerror(errno));
     if (close(fd) != 0 && rc == 0)

@@ -244,8 +244,10 @@ static int load_remote(struct thaw_loader *ld, const char *uri)
             ld->cache = cache;
         else if (ld->o.cache_strict)
             rc = crc;
-        else
+        else {
+            ld->st.cache_error = 1;
             THAW_LOG(THAW_LOG_WARN, "loader", "cache_fill_failed", "error=\"%s\"", thaw_errmsg());
+        }
     }
     if (rc == 0) {
         ld->do_verify = ld->o.verify >= 0; /* data crossed a network */

@@ -43,7 +43,7 @@ static int host_finish(struct loader_sink *s)
 static void host_destroy(struct loader_sink *s)
 {
     struct sink_host *h = (struct sink_host *)s;
-    for (uint32_t p = 0; p < h->n; p++) {
+    for (uint32_t p = 0; h->part && p < h->n; p++) {
         if (h->part[p])
             munmap(h->part[p], h->len[p]);
     }
