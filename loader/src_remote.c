@@ -215,6 +215,18 @@ struct xfer {
     char err[CURL_ERROR_SIZE];
 };
 
+/* A received chunk waiting for verification, or one to fetch again. */
+struct item {
+    size_t chunk;
+    void *buf;
+};
+
+/*
+ * The curl loop only receives. Finished chunks go through a queue to worker
+ * threads that verify them, write them through to the cache and hand them to
+ * the sink, so a slow cache disk or checksum never stalls the network. A
+ * chunk that fails its checksum comes back on the refetch list.
+ */
 struct remote {
     struct thaw_loader *ld;
     CURLM *multi;
@@ -222,15 +234,23 @@ struct remote {
     unsigned n_x;
     char **part_url;
     struct s3_cfg s3;
+    unsigned *attempts;          /* per chunk */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct item *q;              /* ring of received chunks, capacity n_chunks */
+    size_t q_head, q_len;
+    struct item *refetch;        /* chunks to fetch again, capacity n_chunks */
+    size_t n_refetch;
+    int closing;
+    _Atomic size_t done;         /* chunks handed to the sink */
 };
 
-/* The real write callback needs the chunk length; it gets the remote. */
 struct wctx {
     struct remote *r;
     struct xfer *x;
 };
 
-static size_t chunk_write(char *ptr, size_t size, size_t nmemb, void *ud)
+static size_t chunk_write_ctx(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct wctx *w = ud;
     struct xfer *x = w->x;
@@ -262,7 +282,8 @@ static int start_xfer(struct remote *r, struct xfer *x, struct wctx *w)
     common_opts(x->h, &r->s3, &x->hdrs);
     curl_easy_setopt(x->h, CURLOPT_URL, r->part_url[c->part]);
     curl_easy_setopt(x->h, CURLOPT_RANGE, range);
-    curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, chunk_write);
+    curl_easy_setopt(x->h, CURLOPT_BUFFERSIZE, 512L * 1024); /* fewer, larger receives */
+    curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, chunk_write_ctx);
     curl_easy_setopt(x->h, CURLOPT_WRITEDATA, w);
     curl_easy_setopt(x->h, CURLOPT_ERRORBUFFER, x->err);
     curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
@@ -274,7 +295,25 @@ static int start_xfer(struct remote *r, struct xfer *x, struct wctx *w)
     return 0;
 }
 
-/* A transfer ended: decide between done, resume, refetch and failure. */
+/* Schedule x to fetch (the rest of) its chunk again after a backoff, or
+ * fail once the chunk has used its retries. */
+static int retry_later(struct remote *r, struct xfer *x, const char *why)
+{
+    struct thaw_loader *ld = r->ld;
+    const struct loader_chunk *c = &ld->chunks[x->chunk];
+    x->attempt = ++r->attempts[x->chunk];
+    if (x->attempt > ld->o.max_retries)
+        return THAW_FAIL(THAW_EHTTP, "%s chunk %u: %s (after %u attempts)", r->part_url[c->part],
+                         c->index, why, x->attempt);
+    atomic_fetch_add(&ld->retries, 1);
+    THAW_LOG(THAW_LOG_DEBUG, "loader", "chunk_retry",
+             "url=%s chunk=%u attempt=%u resume=%zu why=\"%s\"", r->part_url[c->part], c->index,
+             x->attempt, x->got, why);
+    x->not_before_ns = thaw_now_ns() + (uint64_t)backoff_ms(ld, x->attempt) * 1000000ull;
+    return 0;
+}
+
+/* A transfer ended: queue a complete chunk, or resume, or fail. */
 static int finish_xfer(struct remote *r, struct xfer *x, CURLcode cc, int *idle)
 {
     struct thaw_loader *ld = r->ld;
@@ -290,50 +329,90 @@ static int finish_xfer(struct remote *r, struct xfer *x, CURLcode cc, int *idle)
         return THAW_FAIL(THAW_EHTTP, "%s: server ignores Range requests (HTTP 200)", url);
     }
     if (cc == CURLE_OK && (code == 206 || code == 200) && x->got == c->len) {
-        int rc = loader_chunk_verify(ld, c, x->buf);
-        if (rc == 0) {
-            rc = loader_chunk_forward(ld, c, x->buf);
-            x->buf = NULL;
-            *idle = 1;
-            return rc;
-        }
-        if (rc != THAW_ECHECKSUM)
-            return rc;
-        snprintf(why, sizeof why, "%s", thaw_errmsg());
-        x->got = 0; /* corrupt in transit: fetch the whole chunk again */
-    } else if (x->overflow) {
+        pthread_mutex_lock(&r->lock);
+        r->q[(r->q_head + r->q_len) % ld->n_chunks] = (struct item){ x->chunk, x->buf };
+        r->q_len++;
+        pthread_cond_signal(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        x->buf = NULL;
+        x->chunk = SIZE_MAX;
+        *idle = 1;
+        return 0;
+    }
+    if (x->overflow)
         return THAW_FAIL(THAW_EHTTP, "%s chunk %u: server sent more bytes than requested", url,
                          c->index);
-    } else if (cc == CURLE_OK && !retryable_status(code) && code != 206 && code != 200) {
+    if (cc == CURLE_OK && !retryable_status(code) && code != 206 && code != 200)
         return THAW_FAIL(THAW_EHTTP, "%s chunk %u: HTTP %ld", url, c->index, code);
-    } else if (cc == CURLE_OK && (code == 206 || code == 200)) {
+    if (cc == CURLE_OK && (code == 206 || code == 200))
         snprintf(why, sizeof why, "short body: %zu of %zu bytes", x->got, c->len);
-    } else if (cc == CURLE_OK) {
+    else if (cc == CURLE_OK)
         snprintf(why, sizeof why, "HTTP %ld", code); /* retryable: resume at x->got */
-    } else {
+    else
         snprintf(why, sizeof why, "%s", x->err[0] ? x->err : curl_easy_strerror(cc));
+    return retry_later(r, x, why);
+}
+
+/* Worker: verify, write through, hand to the sink; bad checksums go back. */
+static void *verify_worker(void *arg)
+{
+    struct remote *r = arg;
+    struct thaw_loader *ld = r->ld;
+    for (;;) {
+        pthread_mutex_lock(&r->lock);
+        while (r->q_len == 0 && !r->closing)
+            pthread_cond_wait(&r->cond, &r->lock);
+        if (r->q_len == 0) {
+            pthread_mutex_unlock(&r->lock);
+            break;
+        }
+        struct item it = r->q[r->q_head];
+        r->q_head = (r->q_head + 1) % ld->n_chunks;
+        r->q_len--;
+        pthread_mutex_unlock(&r->lock);
+        if (atomic_load(&ld->failed)) {
+            ld->sink->ops->abandon(ld->sink, &ld->chunks[it.chunk], it.buf);
+            continue;
+        }
+        int rc = loader_chunk_verify(ld, &ld->chunks[it.chunk], it.buf);
+        if (rc == THAW_ECHECKSUM) {
+            /* corrupt in transit: fetch the whole chunk again */
+            THAW_LOG(THAW_LOG_DEBUG, "loader", "chunk_corrupt", "error=\"%s\"", thaw_errmsg());
+            pthread_mutex_lock(&r->lock);
+            r->refetch[r->n_refetch++] = it;
+            pthread_mutex_unlock(&r->lock);
+        } else if (rc == 0) {
+            rc = loader_chunk_forward(ld, &ld->chunks[it.chunk], it.buf);
+            if (rc == 0)
+                atomic_fetch_add(&r->done, 1);
+        } else {
+            ld->sink->ops->abandon(ld->sink, &ld->chunks[it.chunk], it.buf);
+        }
+        if (rc && rc != THAW_ECHECKSUM)
+            loader_fail(ld, rc);
+        curl_multi_wakeup(r->multi);
     }
-    x->attempt++;
-    if (x->attempt > ld->o.max_retries)
-        return THAW_FAIL(THAW_EHTTP, "%s chunk %u: %s (after %u attempts)", url, c->index, why,
-                         x->attempt);
-    atomic_fetch_add(&ld->retries, 1);
-    THAW_LOG(THAW_LOG_DEBUG, "loader", "chunk_retry", "url=%s chunk=%u attempt=%u resume=%zu why=\"%s\"",
-             url, c->index, x->attempt, x->got, why);
-    x->not_before_ns = thaw_now_ns() + (uint64_t)backoff_ms(ld, x->attempt) * 1000000ull;
-    return 0;
+    return NULL;
 }
 
 int loader_src_remote(struct thaw_loader *ld, const char *base)
 {
     struct remote r = { .ld = ld };
     struct wctx w[MAX_CONNS];
+    pthread_t th[MAX_CONNS];
+    unsigned n_th = 0;
     uint32_t np = thaw_manifest_n_partitions(ld->m);
+    size_t nc = ld->n_chunks ? ld->n_chunks : 1;
     int rc = 0;
     pthread_once(&curl_once, curl_init_once);
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_cond_init(&r.cond, NULL);
     r.part_url = thaw_calloc(np, sizeof(char *));
-    if (!r.part_url)
-        return -ENOMEM;
+    r.attempts = thaw_calloc(nc, sizeof *r.attempts);
+    r.q = thaw_calloc(nc, sizeof *r.q);
+    r.refetch = thaw_calloc(nc, sizeof *r.refetch);
+    if (!r.part_url || !r.attempts || !r.q || !r.refetch)
+        rc = -ENOMEM;
     for (uint32_t p = 0; p < np && rc == 0; p++) {
         char url[4200], real[4400];
         snprintf(url, sizeof url, "%s/%s", base, thaw_manifest_partition(ld->m, p)->file);
@@ -341,12 +420,12 @@ int loader_src_remote(struct thaw_loader *ld, const char *base)
         if (rc == 0 && !(r.part_url[p] = thaw_strdup(real)))
             rc = -ENOMEM;
     }
-    r.multi = curl_multi_init();
+    r.multi = rc == 0 ? curl_multi_init() : NULL;
     if (!r.multi && rc == 0)
         rc = -ENOMEM;
     r.n_x = ld->o.n_connections < MAX_CONNS ? ld->o.n_connections : MAX_CONNS;
-    if ((size_t)r.n_x > ld->n_chunks)
-        r.n_x = ld->n_chunks ? (unsigned)ld->n_chunks : 1;
+    if ((size_t)r.n_x > nc)
+        r.n_x = (unsigned)nc;
     for (unsigned i = 0; i < r.n_x && rc == 0; i++) {
         r.x[i].chunk = SIZE_MAX;
         r.x[i].h = curl_easy_init();
@@ -356,25 +435,49 @@ int loader_src_remote(struct thaw_loader *ld, const char *base)
     }
     if (rc == 0)
         curl_multi_setopt(r.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r.n_x);
+    unsigned want_th = ld->o.n_threads < 4 ? ld->o.n_threads : 4;
+    for (; rc == 0 && n_th < want_th; n_th++) {
+        if (pthread_create(&th[n_th], NULL, verify_worker, &r) != 0)
+            break;
+    }
+    if (rc == 0 && n_th == 0)
+        rc = THAW_FAIL(-EAGAIN, "cannot start verify threads");
 
     double t0 = thaw_now_s();
-    size_t next = 0, done = 0;
-    unsigned running_h = 0;
-    while (rc == 0 && done < ld->n_chunks) {
-        /* Give idle transfers a chunk, restart those whose backoff ended. */
+    size_t next = 0;
+    while (rc == 0 && atomic_load(&r.done) < ld->n_chunks) {
+        if (atomic_load(&ld->failed)) {
+            rc = loader_error(ld);
+            break;
+        }
+        /* Give idle transfers a chunk to refetch or a new one; restart
+         * those whose backoff ended. */
         uint64_t now = thaw_now_ns(), wait_ns = 100000000ull;
         for (unsigned i = 0; i < r.n_x && rc == 0; i++) {
             struct xfer *x = &r.x[i];
             if (x->chunk == SIZE_MAX) {
+                struct item it = { SIZE_MAX, NULL };
+                pthread_mutex_lock(&r.lock);
+                if (r.n_refetch > 0)
+                    it = r.refetch[--r.n_refetch];
+                pthread_mutex_unlock(&r.lock);
+                if (it.chunk != SIZE_MAX) {
+                    x->chunk = it.chunk;
+                    x->buf = it.buf;
+                    x->got = 0;
+                    rc = retry_later(&r, x, "checksum mismatch");
+                    continue;
+                }
                 if (next >= ld->n_chunks)
                     continue;
                 x->chunk = next++;
                 x->got = 0;
-                x->attempt = 0;
                 x->not_before_ns = 0;
                 rc = ld->sink->ops->acquire(ld->sink, &ld->chunks[x->chunk], &x->buf);
-                if (rc)
+                if (rc) {
+                    x->chunk = SIZE_MAX;
                     break;
+                }
             } else if (x->not_before_ns == 0) {
                 continue; /* running */
             }
@@ -385,7 +488,6 @@ int loader_src_remote(struct thaw_loader *ld, const char *base)
             }
             x->not_before_ns = 0;
             rc = start_xfer(&r, x, &w[i]);
-            running_h++;
         }
         if (rc)
             break;
@@ -405,21 +507,24 @@ int loader_src_remote(struct thaw_loader *ld, const char *base)
             struct xfer *x = NULL;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
             int idle = 0;
-            running_h--;
             rc = finish_xfer(&r, x, msg->data.result, &idle);
-            if (rc == 0 && idle) {
-                x->chunk = SIZE_MAX;
-                done++;
-            } else if (rc == 0) {
-                x->not_before_ns = x->not_before_ns ? x->not_before_ns : 1;
-            }
         }
     }
+    if (rc)
+        loader_fail(ld, rc); /* stop the workers from forwarding */
+    pthread_mutex_lock(&r.lock);
+    r.closing = 1;
+    pthread_cond_broadcast(&r.cond);
+    pthread_mutex_unlock(&r.lock);
+    for (unsigned i = 0; i < n_th; i++)
+        pthread_join(th[i], NULL);
     if (rc) {
         for (unsigned i = 0; i < r.n_x; i++) {
             if (r.x[i].chunk != SIZE_MAX && r.x[i].buf)
                 ld->sink->ops->abandon(ld->sink, &ld->chunks[r.x[i].chunk], r.x[i].buf);
         }
+        for (size_t i = 0; i < r.n_refetch; i++)
+            ld->sink->ops->abandon(ld->sink, &ld->chunks[r.refetch[i].chunk], r.refetch[i].buf);
     }
     ld->st.read_s = thaw_now_s() - t0;
     ld->st.method = "http";
@@ -434,8 +539,13 @@ int loader_src_remote(struct thaw_loader *ld, const char *base)
     }
     if (r.multi)
         curl_multi_cleanup(r.multi);
-    for (uint32_t p = 0; p < np; p++)
+    for (uint32_t p = 0; r.part_url && p < np; p++)
         thaw_free(r.part_url[p]);
     thaw_free(r.part_url);
+    thaw_free(r.attempts);
+    thaw_free(r.q);
+    thaw_free(r.refetch);
+    pthread_mutex_destroy(&r.lock);
+    pthread_cond_destroy(&r.cond);
     return rc;
 }
