@@ -95,8 +95,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         FUZZ_CHECK(f != NULL && f[0] != '\0' && strchr(f, '/') == NULL);
     }
     FUZZ_CHECK(thaw_manifest_file(m, nf) == NULL);
-    FUZZ_CHECK(thaw_manifest_find(m, "") == THAW_ENOTFOUND ||
-               thaw_manifest_tensor(m, 0) != NULL);
+    int64_t empty = thaw_manifest_find(m, "");
+    FUZZ_CHECK(empty == THAW_ENOTFOUND ||
+               (empty >= 0 && (size_t)empty < thaw_manifest_n_tensors(m)));
     const char *model = thaw_manifest_model_json(m);
     FUZZ_CHECK(model != NULL);
     volatile size_t model_len = strlen(model);
