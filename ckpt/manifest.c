@@ -189,7 +189,7 @@ static int parse_tensors(struct thaw_manifest *m, json_t *jt, const char *name)
             thaw_err_ctx("%s: tensor %.128s", name, key);
             goto out;
         }
-        uint64_t numel, part;
+        uint64_t numel = 0, part = 0;
         rc = ckpt_parse_shape(json_object_get(v, "shape"), t, &numel, key);
         if (!rc)
             rc = get_u64(v, "partition", &part, key);
