@@ -536,7 +536,7 @@ static int write_checkpoint(struct conv *c, const char *tmp, json_t *config)
     char mpath[4096];
     snprintf(mpath, sizeof mpath, "%s/manifest.json", tmp);
     rc = thaw_write_file_atomic(mpath, text, strlen(text));
-    free(text);
+    free(text); /* jansson allocated it */ /* checksrc: allow */
     if (rc == 0)
         rc = thaw_fsync_dir(tmp);
 out:

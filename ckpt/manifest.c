@@ -111,9 +111,15 @@ static int parse_partitions(struct thaw_manifest *m, json_t *jp, const char *nam
         total_chunks += want;
         json_t *jl = json_object_get(p, "layers");
         m->parts[i].first_layer = m->parts[i].last_layer = -1;
-        if (json_is_array(jl) && json_array_size(jl) == 2) {
-            m->parts[i].first_layer = (int)json_integer_value(json_array_get(jl, 0));
-            m->parts[i].last_layer = (int)json_integer_value(json_array_get(jl, 1));
+        if (jl) {
+            json_t *a = json_array_get(jl, 0), *b = json_array_get(jl, 1);
+            if (json_array_size(jl) != 2 || !json_is_integer(a) || !json_is_integer(b) ||
+                json_integer_value(a) < -1 || json_integer_value(b) < json_integer_value(a) ||
+                json_integer_value(b) > 1000000)
+                return THAW_FAIL(THAW_EFORMAT, "%s: 'layers' must be [first, last] with "
+                                               "-1 <= first <= last", what);
+            m->parts[i].first_layer = (int)json_integer_value(a);
+            m->parts[i].last_layer = (int)json_integer_value(b);
         }
         m->parts[i].file = thaw_strdup(json_string_value(jf));
         if (!m->parts[i].file)
@@ -317,7 +323,9 @@ int thaw_manifest_parse(const char *json, size_t len, const char *name, struct t
         m->n_files++;
     }
     json_t *jm = json_object_get(root, "model");
-    m->model_json = jm ? json_dumps(jm, JSON_COMPACT | JSON_PRESERVE_ORDER) : thaw_strdup("{}");
+    char *mj = jm ? json_dumps(jm, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    m->model_json = thaw_strdup(mj ? mj : "{}");
+    free(mj); /* jansson allocated it */ /* checksrc: allow */
     m->raw = thaw_malloc(len + 1);
     if (!m->model_json || !m->raw) {
         rc = -ENOMEM;

@@ -121,7 +121,7 @@ int cli_bench(int argc, char **argv)
     char *text = thaw_loader_stats_json(&runs[mi]);
     json_error_t jerr;
     json_t *o_json = text ? json_loads(text, 0, &jerr) : NULL;
-    free(text);
+    thaw_free(text);
     if (!o_json)
         return cli_error("json", -12);
     json_t *all = json_array();

@@ -430,7 +430,9 @@ char *thaw_loader_stats_json(const struct thaw_load_stats *s)
                           s->resident_pct);
     if (!o)
         return NULL;
-    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *j = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
+    char *text = j ? thaw_strdup(j) : NULL;
+    free(j); /* jansson allocated it */ /* checksrc: allow */
     return text;
 }

@@ -31,7 +31,7 @@ fi
 
 # -Wno-unknown-warning-option: the top-level flags include GCC-only warnings.
 CC=clang cmake -S "$root" -B "$build" -DTHAW_BUILD_FUZZ=ON -DTHAW_SANITIZE=address,undefined \
-    -DTHAW_BUILD_TESTS=OFF -DTHAW_BUILD_BENCH=OFF -DTHAW_WITH_CUDA=OFF \
+    -DTHAW_BUILD_TESTS=OFF -DTHAW_WITH_CUDA=OFF \
     -DCMAKE_C_FLAGS=-Wno-unknown-warning-option >/dev/null
 cmake --build "$build" -j "$jobs" --target $(printf 'fuzz_%s ' $targets) >/dev/null
 
