@@ -585,7 +585,50 @@ static void t_verify_corrupt(void)
     free(part), free(hf), free(out), free(d);
 }
 
+/* Constructors under allocation failure: -ENOMEM, never a crash or leak. */
+static void t_alloc_fail_convert_manifest(void)
+{
+    char *d = test_tmpdir();
+    char *hf = path_in(d, "hf"), *out = path_in(d, "ckpt");
+    mkdir(hf, 0755);
+    struct tw_tensor *t;
+    size_t n;
+    tw_make_model(hf, 2, 32, THAW_DTYPE_F32, 2, &t, &n);
+    long n_fail = 0;
+    for (;; n_fail++) {
+        thaw_alloc_fail_after(n_fail);
+        int rc = thaw_ckpt_convert(hf, out, NULL);
+        thaw_alloc_fail_after(-1);
+        if (rc == 0)
+            break;
+        CHECK_EQ(rc, -ENOMEM);
+        CHECK_EQ(count_entries(d), 1); /* nothing partial left */
+    }
+    CHECK(n_fail > 5);
+    check_model_equal(out, t, n);
+    char *text;
+    size_t len;
+    char *mpath = path_in(out, "manifest.json");
+    CHECK_OK(thaw_read_file(mpath, 1u << 20, &text, &len));
+    for (long k = 0;; k++) {
+        struct thaw_manifest *m = NULL;
+        thaw_alloc_fail_after(k);
+        int rc = thaw_manifest_parse(text, len, "m", &m);
+        thaw_alloc_fail_after(-1);
+        if (rc == 0) {
+            thaw_manifest_destroy(m);
+            break;
+        }
+        CHECK_EQ(rc, -ENOMEM);
+    }
+    thaw_free(text);
+    tw_free_tensors(t, n);
+    CHECK_OK(thaw_rm_rf(d));
+    free(mpath), free(hf), free(out), free(d);
+}
+
 static const struct test_case cases[] = {
+    { "alloc_fail_convert_manifest", t_alloc_fail_convert_manifest },
     { "dtype_parse", t_dtype_parse },
     { "dtype_cast", t_dtype_cast },
     { "st_valid", t_st_valid },

@@ -220,6 +220,46 @@ static void t_dram_tmpfs(void)
     fx_free(&f);
 }
 
+/* The DRAM tier as the host agent will hand it over: memfds. A checkpoint
+ * directory whose part files are links to /proc/self/fd/N loads in place. */
+static void t_dram_memfd(void)
+{
+    struct fixture f;
+    fx_make(&f);
+    char *dir = join(f.root, "memfd-ckpt");
+    CHECK(mkdir(dir, 0755) == 0);
+    const char *copy[] = { "manifest.json", "config.json", "tokenizer.json" };
+    for (int i = 0; i < 3; i++) {
+        char *a = join(f.ckpt, copy[i]), *b = join(dir, copy[i]);
+        CHECK(link(a, b) == 0);
+        free(a), free(b);
+    }
+    for (int p = 0; p < 2; p++) {
+        char name[32], link_to[64];
+        snprintf(name, sizeof name, "part-%d.bin", p);
+        char *src = join(f.ckpt, name), *dst = join(dir, name);
+        int mfd = memfd_create(name, MFD_CLOEXEC);
+        CHECK(mfd >= 0);
+        char *data;
+        size_t len;
+        CHECK_OK(thaw_read_file(src, 1u << 30, &data, &len));
+        CHECK(write(mfd, data, len) == (ssize_t)len);
+        thaw_free(data);
+        snprintf(link_to, sizeof link_to, "/proc/self/fd/%d", mfd);
+        CHECK(symlink(link_to, dst) == 0);
+        free(src), free(dst);
+    }
+    struct thaw_loader_opts o = { .verify = 1 };
+    struct thaw_loader *ld;
+    CHECK_OK(thaw_loader_load(dir, &o, &ld));
+    check_loaded(ld, &f, 0);
+    CHECK_STR_EQ(thaw_loader_stats(ld)->method, "mmap");
+    CHECK_EQ(thaw_loader_stats(ld)->main_tier, THAW_TIER_DRAM);
+    thaw_loader_destroy(ld);
+    free(dir);
+    fx_free(&f);
+}
+
 static void t_local_errors(void)
 {
     struct fixture f;
@@ -554,6 +594,7 @@ static const struct test_case cases[] = {
     { "file_buffered_forced", t_file_buffered_forced },
     { "file_page_cache", t_file_page_cache },
     { "dram_tmpfs", t_dram_tmpfs },
+    { "dram_memfd", t_dram_memfd },
     { "local_errors", t_local_errors },
     { "alloc_fail", t_alloc_fail },
     { "remote_http", t_remote_http },
