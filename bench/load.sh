@@ -3,20 +3,27 @@
 # its Python peers, interleaved, on the same weights; plus Thaw over loopback
 # HTTP (nginx). Writes bench/reports/load.md (medians and ratios).
 #
-#   bench/load.sh [--gib X] [--reps N] [--work DIR] [--quick]
+#   bench/load.sh [--gib X] [--reps N] [--work DIR] [--quick] [--no-prewarm] [--out FILE]
 #
 #   --gib X    size of the synthetic model (default 2.2)
 #   --reps N   interleaved repetitions (default 5)
-#   --work DIR where the model files go (default bench/work; large, never commit)
-#   --quick    smoke test: 0.25 GiB, 2 repetitions
+#   --work DIR where the model files go, in DIR/<X>gib/ (default bench/work;
+#              large, never commit)
+#   --quick    smoke test: 0.25 GiB, 2 repetitions, report to WORK/load-quick.md
+#   --out FILE the report (default bench/reports/load.md)
+#   --no-prewarm  do not touch and free memory before each run (see
+#              bench/py/prewarm.py: on VMs with free page reporting the first
+#              touch of freed memory is slow and random)
 #
-# Raw results of the last run stay in WORK/runs/ (one JSON file per run).
+# Raw results of the last run stay in WORK/<X>gib/runs/ (JSON files per run).
 #
 # Every repetition runs, in turn, each after evicting its files from the page
 # cache: fio (O_DIRECT, io_uring, 4 MiB blocks, depth 32) on part-0.bin;
 # `thaw bench load --cold`; safetensors.numpy.load_file on the HF folder;
 # torch.load of the same weights saved as a .pt; `thaw bench load --cold` of
-# http://127.0.0.1:PORT/ckpt served by nginx. It installs what it needs
+# http://127.0.0.1:PORT/ckpt served by nginx; fio again from 4 KiB-page
+# buffers (diagnostic). A few diagnostic runs follow. Before each load a
+# helper touches and frees memory (bench/py/prewarm.py). It installs what it needs
 # (fio, nginx-light, python3-torch, python3-venv from Debian; safetensors
 # from PyPI into bench/.venv) and builds build/bin/thaw if it is missing.
 set -euo pipefail
@@ -25,13 +32,18 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GIB=2.2
 REPS=5
 WORK=$ROOT/bench/work
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+DO_PREWARM=1
+OUT=
+QUICK=0
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
     --gib) GIB=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
-    --quick) GIB=0.25; REPS=2; shift ;;
+    --quick) GIB=0.25; REPS=2; QUICK=1; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-prewarm) DO_PREWARM=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "load.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -39,6 +51,12 @@ done
 case $REPS in '' | *[!0-9]*) echo "load.sh: --reps must be a number" >&2; exit 2 ;; esac
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
+if [ -z "$OUT" ]; then
+    OUT=$ROOT/bench/reports/load.md
+    [ $QUICK = 0 ] || OUT=$WORK/load-quick.md
+fi
+WORK=$WORK/${GIB}gib
+mkdir -p "$WORK"
 THAW=$ROOT/build/bin/thaw
 VENV=$ROOT/bench/.venv
 PY=$VENV/bin/python
@@ -59,6 +77,7 @@ need_pkgs=()
 command -v fio >/dev/null || need_pkgs+=(fio)
 command -v nginx >/dev/null || need_pkgs+=(nginx-light)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+[ -x /usr/bin/time ] || need_pkgs+=(time)
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 /usr/bin/python3 -c 'import torch' 2>/dev/null || need_pkgs+=(python3-torch)
 [ ${#need_pkgs[@]} = 0 ] || apt_install "${need_pkgs[@]}"
@@ -109,6 +128,7 @@ cleanup() {
     rm -rf "$NGX"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 USER_LINE=
 [ "$(id -u)" = 0 ] && USER_LINE="user $(id -un) $(id -gn);"
@@ -125,6 +145,7 @@ http {
     access_log off;
     sendfile on;
     tcp_nopush on;
+    aio threads;
     keepalive_requests 100000;
     client_body_temp_path $NGX/tmp/body;
     proxy_temp_path $NGX/tmp/proxy;
@@ -153,46 +174,80 @@ log "nginx $(nginx -v 2>&1 | sed 's/.*\///') serving $URL (pid $NGX_PID)"
 RUNS=$WORK/runs
 rm -rf "$RUNS"
 mkdir -p "$RUNS"
+CKPT_BYTES=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes"])' "$WORK/model.json")
+PREWARM=0
+if [ $DO_PREWARM = 1 ]; then
+    # Enough for a load's destination plus a buffered reader's page cache,
+    # at most half of the memory available now.
+    PREWARM=$(awk -v b="$CKPT_BYTES" '/MemAvailable/ { m = $2 * 1024 / 2; w = 2.2 * b;
+        printf "%.0f", (w < m ? w : m) }' /proc/meminfo)
+fi
 evict() { "$PY" "$ROOT/bench/py/evict.py" --check "$@"; }
+prewarm() { # tag
+    if [ "$PREWARM" -gt 0 ]; then
+        "$PY" "$ROOT/bench/py/prewarm.py" "$PREWARM" >"$RUNS/$1.prewarm.json"
+    fi
+}
 show() { "$PY" "$ROOT/bench/py/report.py" show "$@"; }
 
-run_fio() { # rep
-    evict "${PARTS[@]}" >"$RUNS/$1-fio.evict.json"
-    fio --name=seqread --filename="${PARTS[0]}" --readonly --rw=read --bs=4M --iodepth=32 \
-        --ioengine=io_uring --direct=1 --numjobs=1 --output-format=json >"$RUNS/$1-fio.json"
-    show fio "$RUNS/$1-fio.json"
-}
-run_thaw() { # rep name uri [thaw options]
-    local rep=$1 name=$2 uri=$3
+# fio's own I/O buffer is malloc'ed; glibc.malloc.hugetlb=1 makes it
+# transparent-huge-page backed like Thaw's destination, so fio's 4 MiB reads
+# reach the device whole: from 4 KiB pages a 4 MiB O_DIRECT read needs 1024
+# segments and the block layer splits it (max_segments, 254 on virtio-blk).
+# fio-4k is the same job from ordinary pages (a diagnostic).
+run_fio() { # rep name direct(0|1) [env...]
+    local rep=$1 name=$2 direct=$3
     shift 3
+    # O_DIRECT fio reuses one 128 MiB buffer: nothing to prewarm.
+    [ "$direct" = 1 ] || prewarm "$rep-$name"
     evict "${PARTS[@]}" >"$RUNS/$rep-$name.evict.json"
-    env -u THAW_CACHE_DIR "$THAW" bench load "$uri" --cold --json "$@" >"$RUNS/$rep-$name.json"
+    env "$@" fio --name=seqread --filename="${PARTS[0]}" --readonly --rw=read --bs=4M \
+        --iodepth=32 --ioengine=io_uring --direct="$direct" --numjobs=1 \
+        --output-format=json >"$RUNS/$rep-$name.json"
+    show "$name" "$RUNS/$rep-$name.json"
+}
+run_thaw() { # rep name uri evict(0|1) [thaw options]
+    local rep=$1 name=$2 uri=$3 ev=$4
+    shift 4
+    prewarm "$rep-$name"
+    if [ "$ev" = 1 ]; then
+        evict "${PARTS[@]}" >"$RUNS/$rep-$name.evict.json"
+        set -- --cold "$@"
+    fi
+    /usr/bin/time -o "$RUNS/$rep-$name.time.json" -f '{"wall": %e, "user": %U, "sys": %S}' \
+        env -u THAW_CACHE_DIR "$THAW" bench load "$uri" --json "$@" >"$RUNS/$rep-$name.json"
     show "$name" "$RUNS/$rep-$name.json"
 }
 run_peer() { # rep kind path
-    "$PY" "$ROOT/bench/py/peer.py" "$2" "$3" >"$RUNS/$1-$2.json"
+    "$PY" "$ROOT/bench/py/peer.py" --prewarm "$PREWARM" "$2" "$3" >"$RUNS/$1-$2.json"
     show "$2" "$RUNS/$1-$2.json"
 }
+HP=GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 
 log "model: $(cat "$WORK/model.json")"
-log "$REPS repetitions of: fio, thaw, safetensors, torch, remote (all cold)"
+log "prewarm before every run: $PREWARM bytes (0: off)"
+log "$REPS repetitions of: fio, thaw, safetensors, torch, remote, fio-4k (all cold)"
 for r in $(seq 1 "$REPS"); do
-    run_fio "$r"
-    run_thaw "$r" thaw "$CKPT"
+    run_fio "$r" fio 1 "$HP"
+    run_thaw "$r" thaw "$CKPT" 1
     run_peer "$r" safetensors "$HF"
     run_peer "$r" torch "$PT"
-    run_thaw "$r" remote "$URL"
+    run_thaw "$r" remote "$URL" 1
+    run_fio "$r" fio-4k 1
 done
 
-# Diagnostics, once each (not in the ratios): the pread pool and buffered
-# reads instead of io_uring + O_DIRECT, and fio with buffered reads.
-log "diagnostics: thaw --force-pread, thaw --force-buffered, fio buffered"
-run_thaw d thaw-pread "$CKPT" --force-pread
-run_thaw d thaw-buffered "$CKPT" --force-buffered
-evict "${PARTS[@]}" >"$RUNS/d-fio-buffered.evict.json"
-fio --name=seqread --filename="${PARTS[0]}" --readonly --rw=read --bs=4M --iodepth=32 \
-    --ioengine=io_uring --direct=0 --numjobs=1 --output-format=json >"$RUNS/d-fio-buffered.json"
-show fio-buffered "$RUNS/d-fio-buffered.json"
+# Diagnostics (not in the ratios), interleaved too: Thaw's pread pool and
+# buffered reads instead of io_uring + O_DIRECT, fio buffered, and the remote
+# load with the served file already in nginx's page cache.
+DREPS=$((REPS < 3 ? REPS : 3))
+log "diagnostics x$DREPS: thaw --force-pread, thaw --force-buffered, fio buffered, remote warm"
+for r in $(seq 1 "$DREPS"); do
+    run_thaw "d$r" thaw-pread "$CKPT" 1 --force-pread
+    run_thaw "d$r" thaw-buffered "$CKPT" 1 --force-buffered
+    run_fio "d$r" fio-buffered 0 "$HP"
+    cat "${PARTS[@]}" >/dev/null
+    run_thaw "d$r" remote-warm "$URL" 0
+done
 
 kill "$NGX_PID" 2>/dev/null || true
 wait "$NGX_PID" 2>/dev/null || true
@@ -200,4 +255,4 @@ NGX_PID=
 
 # ------------------------------------------------------------------ report
 "$PY" "$ROOT/bench/py/report.py" write --runs "$RUNS" --work "$WORK" --root "$ROOT" \
-    --thaw "$THAW" --gib "$GIB" --reps "$REPS" --out "$ROOT/bench/reports/load.md"
+    --thaw "$THAW" --gib "$GIB" --reps "$REPS" --prewarm "$PREWARM" --out "$OUT"

@@ -48,7 +48,7 @@ int cli_bench(int argc, char **argv)
     if (argc < 3 || strcmp(argv[1], "load") != 0) {
         fprintf(stderr, "usage: thaw bench load CKPT [--to host|gpu] [--cold] [--json] "
                         "[--repeat N] [--verify] [--force-pread] [--force-buffered] "
-                        "[--force-direct] [--cache DIR]\n");
+                        "[--force-direct] [--cache DIR] [--connections N]\n");
         return 2;
     }
     const char *uri = argv[2];
@@ -78,6 +78,13 @@ int cli_bench(int argc, char **argv)
             o.force_buffered = 1;
         } else if (strcmp(a, "--force-direct") == 0) {
             o.force_direct = 1;
+        } else if (strcmp(a, "--connections") == 0 && i + 1 < argc) {
+            long v = strtol(argv[++i], NULL, 10);
+            if (v < 1 || v > 64) {
+                fprintf(stderr, "thaw bench: --connections must be 1..64\n");
+                return 2;
+            }
+            o.n_connections = (unsigned)v;
         } else if (strcmp(a, "--cache") == 0 && i + 1 < argc) {
             o.cache_dir = argv[++i];
         } else if (strcmp(a, "--repeat") == 0 && i + 1 < argc) {

@@ -7,7 +7,7 @@ pkgs=(
   build-essential cmake pkg-config git
   libjansson-dev libcurl4-openssl-dev libxxhash-dev liburing-dev
   nginx-light fio python3 python3-venv python3-pip
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev bc
 )
 
 missing=()

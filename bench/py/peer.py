@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """One cold load by a Python peer of Thaw, for bench/load.sh.
 
-    peer.py safetensors HF_DIR   safetensors.numpy.load_file on every shard
-    peer.py torch FILE.pt        torch.load(FILE, map_location="cpu")
+    peer.py [--prewarm BYTES] safetensors HF_DIR   safetensors.numpy.load_file on every shard
+    peer.py [--prewarm BYTES] torch FILE.pt        torch.load(FILE, map_location="cpu")
 
-The files are evicted from the page cache first (evict.py) and their
+After the imports, BYTES of memory are touched and freed (prewarm.py; not
+timed), then the files are evicted from the page cache (evict.py) and their
 residency is checked. The library is imported before the clock starts; the
 timed region is the load plus touching one byte per 4 KiB page of every
 tensor (so the data is really in memory, whatever the library does lazily).
@@ -19,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evict  # noqa: E402
+import prewarm  # noqa: E402
 
 TOUCH = 4096
 
@@ -38,6 +40,10 @@ def shards_of(hf_dir):
 
 
 def main(argv):
+    pre = 0
+    if len(argv) >= 2 and argv[0] == "--prewarm":
+        pre = int(float(argv[1]))
+        argv = argv[2:]
     if len(argv) != 2 or argv[0] not in ("safetensors", "torch"):
         print(__doc__, file=sys.stderr)
         return 2
@@ -53,6 +59,7 @@ def main(argv):
         version = "torch " + torch.__version__
         files = [path]
 
+    pre_s = prewarm.prewarm(pre) if pre > 0 else 0.0
     evict.evict(files)
     res, total = evict.resident(files)
 
@@ -76,6 +83,7 @@ def main(argv):
     print(json.dumps({"method": kind, "bytes": nbytes, "file_bytes": total,
                       "seconds": sec, "gbps": nbytes / sec / 1e9,
                       "resident_before": res, "checksum": chk,
+                      "prewarm_bytes": pre, "prewarm_s": pre_s,
                       "version": version + ", numpy " + np.__version__}))
     return 0
 

@@ -20,9 +20,10 @@ import subprocess
 import sys
 
 ORDER = ["fio", "thaw", "safetensors", "torch", "remote"]
-DIAG = ["thaw-pread", "thaw-buffered", "fio-buffered"]
+DIAG = ["fio-4k", "thaw-pread", "thaw-buffered", "fio-buffered", "remote-warm"]
 LABEL = {
-    "fio": "fio (O_DIRECT, io_uring, 4 MiB, QD 32) on part-0.bin",
+    "fio": "fio (O_DIRECT, io_uring, 4 MiB, QD 32, huge-page buffers) on part-0.bin",
+    "fio-4k": "fio, same job from 4 KiB-page buffers",
     "thaw": "`thaw bench load --cold` (local dir)",
     "safetensors": "`safetensors.numpy.load_file` (HF folder)",
     "torch": "`torch.load(map_location='cpu')` (.pt)",
@@ -30,6 +31,7 @@ LABEL = {
     "thaw-pread": "`thaw bench load --cold --force-pread`",
     "thaw-buffered": "`thaw bench load --cold --force-buffered`",
     "fio-buffered": "fio buffered (io_uring, 4 MiB, QD 32)",
+    "remote-warm": "`thaw bench load` over HTTP, served file in page cache",
 }
 TARGETS = [  # (name, numerator, denominator, target)
     ("thaw / fio", "thaw", "fio", 0.9),
@@ -48,7 +50,7 @@ def parse(kind, path):
         return {"bytes": r["io_bytes"], "seconds": sec, "method": "fio " + d.get("fio version", ""),
                 "raw": d}
     out = {"bytes": d["bytes"], "seconds": d["seconds"], "raw": d}
-    if kind.startswith("thaw") or kind == "remote":
+    if kind.startswith(("thaw", "remote")):
         out["method"] = "%s/%s" % (d.get("tier", "?"), d.get("method", "?"))
     else:
         out["method"] = d.get("version", kind)
@@ -67,7 +69,7 @@ def cmd_show(kind, path):
         with open(ev) as f:
             res = json.load(f)["resident_bytes"]
     extra = ""
-    if kind.startswith("thaw") or kind == "remote":
+    if kind.startswith(("thaw", "remote")):
         st = r["raw"].get("stages", {})
         extra = "  " + " ".join("%s=%.3f" % (k.replace("_s", ""), v) for k, v in st.items()
                                 if isinstance(v, (int, float)) and k.endswith("_s"))
@@ -79,7 +81,7 @@ def cmd_show(kind, path):
 def load_runs(runs_dir):
     runs = {}
     for p in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
-        m = re.match(r"^([0-9]+|d)-([a-z-]+)\.json$", os.path.basename(p))
+        m = re.match(r"^([0-9]+|d[0-9]+)-([a-z0-9-]+)\.json$", os.path.basename(p))
         if not m:
             continue
         rep, kind = m.group(1), m.group(2)
@@ -91,8 +93,29 @@ def load_runs(runs_dir):
                 r["resident_before"] = json.load(f)["resident_bytes"]
         else:
             r["resident_before"] = r["raw"].get("resident_before")
+        tj = p[:-5] + ".time.json"
+        if os.path.exists(tj):
+            with open(tj) as f:
+                t = json.load(f)
+            r["cpu"] = t["user"] + t["sys"]
         runs.setdefault(kind, []).append(r)
     return runs
+
+
+def load_prewarm(runs_dir, runs):
+    """First-touch rates (GB/s) of the prewarm before each run."""
+    rates = []
+    for p in glob.glob(os.path.join(runs_dir, "*.prewarm.json")):
+        with open(p) as f:
+            d = json.load(f)
+        if d["bytes"] and d["seconds"] > 0:
+            rates.append(d["bytes"] / d["seconds"] / 1e9)
+    for v in runs.values():
+        for r in v:
+            b, s = r["raw"].get("prewarm_bytes"), r["raw"].get("prewarm_s")
+            if b and s:
+                rates.append(b / s / 1e9)
+    return rates
 
 
 def sh(cmd):
@@ -106,7 +129,7 @@ def sh(cmd):
 def machine(work):
     mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
     cpu = sh("awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo") or platform.processor()
-    fs = sh("df -T --output=fstype %s | tail -1" % sh_quote(work))
+    fs = sh("df --output=fstype %s | tail -1" % sh_quote(work))
     dev = sh("df --output=source %s | tail -1" % sh_quote(work))
     rota = ""
     base = os.path.basename(dev)
@@ -123,9 +146,26 @@ def machine(work):
         "kernel (uname -r)": platform.release(),
         "work dir filesystem": "%s on %s" % (fs, rota or base),
         "date (UTC)": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "free page reporting": page_reporting(),
         "fio": sh("fio --version"),
         "nginx": sh("nginx -v 2>&1").replace("nginx version: ", ""),
     }
+
+
+def page_reporting():
+    """Whether a balloon device hands freed guest memory back to the host."""
+    if not os.path.isdir("/sys/bus/virtio/drivers/virtio_balloon"):
+        return "no balloon device"
+    for dev in glob.glob("/sys/bus/virtio/devices/*"):
+        try:
+            if os.path.basename(os.path.realpath(dev + "/driver")) != "virtio_balloon":
+                continue
+            feats = open(dev + "/features").read().strip()
+        except OSError:
+            continue
+        on = len(feats) > 5 and feats[5] == "1"  # VIRTIO_BALLOON_F_REPORTING
+        return "virtio-balloon, free page reporting %s" % ("on" if on else "off")
+    return "virtio-balloon driver, no device"
 
 
 def sh_quote(s):
@@ -138,6 +178,19 @@ def med(xs):
 
 def fmt(x, f="%.2f"):
     return "n/a" if x != x else f % x
+
+
+def mid_run(rs):
+    return sorted(rs, key=lambda r: r["seconds"])[(len(rs) - 1) // 2]
+
+
+def stages_text(r):
+    st = r["raw"].get("stages", {})
+    parts = ["%s %.3f s" % (k[:-2].replace("_", " "), v) for k, v in st.items()
+             if k.endswith("_s") and isinstance(v, (int, float)) and v >= 0.0005]
+    if "cpu" in r:
+        parts.append("process CPU (user+sys) %.2f s" % r["cpu"])
+    return ", ".join(parts)
 
 
 def cmd_write(a):
@@ -155,6 +208,7 @@ def cmd_write(a):
         with open(mj) as f:
             model = json.load(f)
     thaw_ver = sh(sh_quote(a.thaw) + " --version 2>&1 | head -1")
+    pre_rates = load_prewarm(a.runs, runs)
 
     # Per-rep GB/s; medians; paired per-rep ratios.
     g = {k: {r["rep"]: gbps(r) for r in v} for k, v in runs.items()}
@@ -169,11 +223,16 @@ def cmd_write(a):
     w = lines.append
     w("# Cold checkpoint load: Thaw vs fio, safetensors, torch.load, and over HTTP")
     w("")
-    w("Generated by `bench/load.sh` (do not edit by hand; rerun it). "
-      "%d interleaved repetitions; every run starts with its files evicted from the page "
-      "cache (fdatasync + `posix_fadvise(DONTNEED)`, residency checked with `mincore`). "
-      "Medians of each method's runs; this machine is shared and noisy, so only medians and "
-      "ratios mean anything." % a.reps)
+    w("Generated by `bench/load.sh`; rerun it rather than editing. %d interleaved repetitions "
+      "(fio, thaw, safetensors, torch.load, remote, fio-4k in turn), then %s interleaved "
+      "diagnostic repetitions. Every run starts with its files evicted from the page cache "
+      "(fdatasync + `posix_fadvise(DONTNEED)`; residency checked with `mincore`). %s "
+      "Medians of each method's runs: this machine is shared and noisy, so only medians and "
+      "ratios mean anything." % (
+          a.reps, len({r["rep"] for v in runs.values() for r in v if r["rep"].startswith("d")}),
+          ("Before each load, %.1f GB of memory was touched and freed after a 3 s settle "
+           "(`bench/py/prewarm.py`, not timed; see Notes)." % (a.prewarm / 1e9))
+          if a.prewarm else "No memory prewarm (`--no-prewarm`)."))
     w("")
     w("## Machine")
     w("")
@@ -199,7 +258,7 @@ def cmd_write(a):
     w("")
     w("## Medians (cold)")
     w("")
-    w("| method | median s | median GB/s | min..max GB/s | runs | bytes per run | read path |")
+    w("| method | median s | median GB/s | min..max GB/s | runs | bytes per run | path / version |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     table = []
     for k in ORDER + DIAG:
@@ -209,7 +268,7 @@ def cmd_write(a):
         row = (LABEL[k], fmt(meds[k], "%.3f"), fmt(medg[k]), "%s..%s" % (fmt(min(v)), fmt(max(v))),
                str(len(v)), "%.3f GiB" % (runs[k][0]["bytes"] / 2**30), runs[k][0]["method"])
         if k in DIAG:
-            row = ("diagnostic, 1 run: " + row[0],) + row[1:]
+            row = ("diagnostic: " + row[0],) + row[1:]
         w("| " + " | ".join(row) + " |")
         table.append((k, meds[k], medg[k]))
     maxres = max((r.get("resident_before") or 0) for v in runs.values() for r in v)
@@ -218,7 +277,7 @@ def cmd_write(a):
       "read the partition file, the Python peers report their tensor bytes. Python peers are "
       "timed inside the process around the load plus touching one byte per 4 KiB page "
       "(imports not counted); Thaw reports its own wall time from the manifest to the last "
-      "byte in place. Largest page-cache residency seen right before a run: %.1f MiB."
+      "byte in place. Largest page-cache residency seen right before a cold run: %.1f MiB."
       % (maxres / 2**20))
     w("")
     w("## Ratios and targets")
@@ -236,39 +295,46 @@ def cmd_write(a):
     w("")
     w("## Notes")
     w("")
-    size_ok = model.get("bytes", 0) >= 2 * 2**30
-    if not size_ok:
+    if model.get("bytes", 0) < 2 * 2**30:
         w("- The checkpoint is smaller than 2 GiB (a `--quick` or `--gib` < 2 run): the "
           "targets are stated for >= 2 GiB, so this run only smoke-tests the benchmark.")
     for name, (r, t) in verdict.items():
-        w("- %s: %.2fx, target %.1fx: %s." % (name, r, t, "met" if r >= t else "not met"))
-    th = [r for r in runs.get("thaw", [])]
-    if th:
-        mid = sorted(th, key=lambda r: r["seconds"])[len(th) // 2]
-        st = mid["raw"].get("stages", {})
-        read_s = st.get("read_s") or 0
-        w("- Thaw local, median run (%s): %.3f s total; stages: %s. Read-stage rate %s GB/s "
-          "vs fio %s GB/s." % (
-              mid["method"], mid["seconds"],
-              ", ".join("%s %.3f s" % (k[:-2], v) for k, v in st.items()
-                        if k.endswith("_s") and isinstance(v, (int, float))),
-              fmt(mid["bytes"] / read_s / 1e9) if read_s else "n/a", fmt(medg.get("fio", float("nan")))))
-    rm = runs.get("remote", [])
-    if rm:
-        mid = sorted(rm, key=lambda r: r["seconds"])[len(rm) // 2]
-        st = mid["raw"].get("stages", {})
-        w("- Remote, median run (%s): %.3f s total; stages: %s. Over HTTP every chunk's xxh3 "
-          "checksum is verified (data crossed a network); nginx, curl and the checksums share "
-          "the %s cores, and nginx reads the evicted file through the page cache (buffered, "
-          "kernel readahead), not O_DIRECT." % (
-              mid["method"], mid["seconds"],
-              ", ".join("%s %.3f s" % (k[:-2], v) for k, v in st.items()
-                        if k.endswith("_s") and isinstance(v, (int, float))),
-              info["cores (nproc)"]))
-    for k in DIAG:
-        if k in medg and "thaw" in medg:
-            w("- Diagnostic %s: %s GB/s (%.2fx Thaw's default path)." % (
-                k, fmt(medg[k]), medg[k] / medg["thaw"]))
+        w("- %s: %.2fx, target %.1fx: %s." % (name, r, t, "met" if r >= t else "**not met**"))
+    if "fio" in medg and ("torch" in medg or "safetensors" in medg):
+        w("- Ceiling set by this disk: a loader at 100%% of fio would get %s against the "
+          "Python peers." % ", ".join("%sx %s" % (fmt(medg["fio"] / medg[k]), k)
+                                     for k in ("safetensors", "torch") if k in medg))
+    if "fio" in medg and "fio-4k" in medg:
+        w("- fio's device limit uses huge-page-backed buffers (`GLIBC_TUNABLES="
+          "glibc.malloc.hugetlb=1`), as Thaw's destination is: from 4 KiB pages a 4 MiB "
+          "O_DIRECT read spans 1024 segments and the block layer splits it (virtio-blk "
+          "`max_segments` 254, so ~1 MiB requests). The same fio job from 4 KiB-page buffers "
+          "gets %s GB/s (%.2fx)." % (fmt(medg["fio-4k"]), medg["fio-4k"] / medg["fio"]))
+    for k, what in (("thaw", "Thaw local"), ("remote", "Thaw remote")):
+        if runs.get(k):
+            r = mid_run(runs[k])
+            w("- %s, median run (%s): %.3f s; %s." % (what, r["method"], r["seconds"],
+                                                       stages_text(r)))
+    if "thaw" in runs and any("cpu" in r for r in runs["thaw"]):
+        cpu = ", ".join("%.2f s / %.2f s" % (r["seconds"], r["cpu"]) for r in
+                        sorted(runs["thaw"], key=lambda r: r["rep"]) if "cpu" in r)
+        w("- Thaw local, every run as load wall / process CPU: %s. A load whose CPU "
+          "approaches its wall time was busy faulting in (zeroing) its destination, not "
+          "waiting for the disk." % cpu)
+    for k, base in (("thaw-pread", "thaw"), ("thaw-buffered", "thaw"),
+                    ("fio-buffered", "fio"), ("remote-warm", "remote")):
+        if k in medg and base in medg:
+            w("- Diagnostic %s: %s GB/s median, %.2fx %s." % (
+                k, fmt(medg[k]), medg[k] / medg[base], base))
+    if pre_rates:
+        w("- Memory first touch (the prewarm's own rate, before each load): median %s GB/s, "
+          "range %s..%s GB/s. On this VM (%s) freed guest memory goes back to the host "
+          "within seconds and touching it again costs a host fault per page; bare metal "
+          "zeroes fresh pages at ~10 GB/s or more. Every loader writes the weights into "
+          "fresh memory, so without the prewarm the speed of a run depends mostly on what "
+          "ran before it (`--no-prewarm` shows it)." % (
+              fmt(med(pre_rates)), fmt(min(pre_rates)), fmt(max(pre_rates)),
+              info.get("free page reporting", "?")))
     notes = os.path.join(a.root, "bench", "load-notes.md")
     if os.path.exists(notes):
         w("")
@@ -280,12 +346,14 @@ def cmd_write(a):
     w("## Reproduce")
     w("")
     w("```")
-    w("bench/load.sh --gib %s --reps %d" % (a.gib, a.reps))
+    w("bench/load.sh --gib %s --reps %d%s" % (a.gib, a.reps, "" if a.prewarm else " --no-prewarm"))
     w("```")
     w("")
-    w("The nginx config is generated into a temporary directory (`listen 127.0.0.1:PORT`, "
-      "`sendfile on`, `root` = the directory holding `ckpt/`, access log off) and nginx runs as a "
-      "foreground user process (`nginx -p PREFIX -c CONF`, `daemon off`) stopped at the end.")
+    w("nginx runs as a foreground process (`nginx -p PREFIX -c CONF`, `daemon off`, stopped at "
+      "the end) with a config generated into a temporary directory: `listen 127.0.0.1:PORT`, "
+      "`root` = the directory holding `ckpt/`, `sendfile on`, `aio threads` (cold reads in "
+      "nginx's thread pool instead of blocking a worker), access log off. The remote load "
+      "verifies every chunk's checksum (data crossed a network), as Thaw does by default.")
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
@@ -293,8 +361,8 @@ def cmd_write(a):
 
     print()
     print("%-14s %10s %10s" % ("method", "median s", "GB/s"))
-    for k, s, gb in table:
-        print("%-14s %10.3f %10.2f" % (k, s, gb))
+    for k, s_, gb in table:
+        print("%-14s %10.3f %10.2f" % (k, s_, gb))
     for name, (r, t) in verdict.items():
         print("%-20s %6.2fx  (target >= %.1fx: %s)" % (name, r, t, "met" if r >= t else "NOT met"))
     print("wrote " + os.path.relpath(a.out, a.root))
@@ -313,6 +381,7 @@ def main(argv):
     ap.add_argument("--thaw", required=True)
     ap.add_argument("--gib", required=True)
     ap.add_argument("--reps", type=int, required=True)
+    ap.add_argument("--prewarm", type=float, default=0)
     ap.add_argument("--out", required=True)
     return cmd_write(ap.parse_args(argv))
 
