@@ -313,21 +313,6 @@ static int partition(struct conv *c)
     return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t len, const char *path)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return THAW_FAIL(-errno, "%s: write: %s", path, strerror(errno));
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 static void progress(struct conv *c)
 {
     if (!c->o->progress || c->total_bytes == 0)
@@ -367,7 +352,7 @@ static int write_partition(struct conv *c, uint32_t p, const char *path, uint64_
             c->done_bytes += z;
             if (fill == c->chunk_bytes) {
                 sums[chunk++] = thaw_xxh3(buf, fill);
-                rc = write_all(fd, buf, fill, path);
+                rc = thaw_write_all(fd, buf, fill, path);
                 pos += fill;
                 fill = 0;
             }
@@ -390,7 +375,7 @@ static int write_partition(struct conv *c, uint32_t p, const char *path, uint64_
             c->done_bytes += k * out_es;
             if (fill == c->chunk_bytes) {
                 sums[chunk++] = thaw_xxh3(buf, fill);
-                rc = write_all(fd, buf, fill, path);
+                rc = thaw_write_all(fd, buf, fill, path);
                 pos += fill;
                 fill = 0;
                 progress(c);
@@ -400,7 +385,7 @@ static int write_partition(struct conv *c, uint32_t p, const char *path, uint64_
     }
     if (rc == 0 && fill > 0) {
         sums[chunk++] = thaw_xxh3(buf, fill);
-        rc = write_all(fd, buf, fill, path);
+        rc = thaw_write_all(fd, buf, fill, path);
     }
     progress(c);
     if (rc == 0 && fsync(fd) != 0)
@@ -449,7 +434,7 @@ static int copy_side_file(const char *src, const char *dst)
         thaw_free(buf);
         return THAW_FAIL(-errno, "%s: create: %s", dst, strerror(errno));
     }
-    rc = write_all(fd, buf, len, dst);
+    rc = thaw_write_all(fd, buf, len, dst);
     if (rc == 0 && fsync(fd) != 0)
         rc = THAW_FAIL(-errno, "%s: fsync: %s", dst, strerror(errno));
     close(fd);

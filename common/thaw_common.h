@@ -122,6 +122,10 @@ int thaw_read_file(const char *path, size_t max_bytes, char **out, size_t *len) 
  * rename, fsync of the directory. Nothing partial is ever visible at path. */
 int thaw_write_file_atomic(const char *path, const void *data, size_t len) THAW_MUST_CHECK;
 
+/* Write all len bytes to fd (retrying short writes and EINTR); errors name
+ * path. */
+int thaw_write_all(int fd, const void *buf, size_t len, const char *path) THAW_MUST_CHECK;
+
 /* fsync a directory (after rename/creat inside it). */
 int thaw_fsync_dir(const char *dir) THAW_MUST_CHECK;
 

@@ -115,6 +115,23 @@ int thaw_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
     return 0;
 }
 
+int thaw_write_all(int fd, const void *buf, size_t len, const char *path)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return THAW_FAIL(-errno, "%s: write: %s", path, strerror(errno));
+        if (w == 0)
+            return THAW_FAIL(THAW_EIO, "%s: write made no progress", path);
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 int thaw_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -148,20 +165,11 @@ int thaw_write_file_atomic(const char *path, const void *data, size_t len)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return THAW_FAIL(-errno, "%s: create: %s", tmp, strerror(errno));
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            int e = -errno;
-            close(fd);
-            unlink(tmp);
-            return THAW_FAIL(e, "%s: write: %s", path, strerror(-e));
-        }
-        p += w;
-        left -= (size_t)w;
+    int rc = thaw_write_all(fd, data, len, path);
+    if (rc) {
+        close(fd);
+        unlink(tmp);
+        return rc;
     }
     if (fsync(fd) != 0) {
         int e = -errno;

@@ -160,20 +160,9 @@ static int write_new(const char *path, const void *data, size_t len)
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return THAW_FAIL(-errno, "%s: %s", path, strerror(errno));
-    const char *p = data;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? -errno : THAW_EIO;
-            close(fd);
-            return THAW_FAIL(e, "%s: write: %s", path, thaw_strerror(e));
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    int rc = fsync(fd) == 0 ? 0 : THAW_FAIL(-errno, "%s: fsync: %s", path, strerror(errno));
+    int rc = thaw_write_all(fd, data, len, path);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = THAW_FAIL(-errno, "%s: fsync: %s", path, strerror(errno));
     close(fd);
     return rc;
 }
