@@ -1,0 +1,164 @@
+/*
+ * thaw_scheduler.h - the public API of Thaw's scheduler library: the schema
+ * migrator for the PostgreSQL locality store, the startup-time estimator
+ * (pure functions over a host's state, no PostgreSQL), host ranking, and the
+ * bandwidth and prediction-error trackers that feed the estimator.
+ */
+#ifndef THAW_SCHEDULER_H
+#define THAW_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/thaw_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- migrations */
+
+/* The most migrations one report lists. */
+#define THAW_SCHED_MAX_MIGRATIONS 64
+
+/* What thaw_sched_migrate did. */
+struct thaw_sched_migrate_report {
+    int n_applied;                              /* migrations applied by this call */
+    int applied[THAW_SCHED_MAX_MIGRATIONS];     /* their versions, ascending */
+    int version;                                /* highest version in the database afterwards */
+    int n_known;                                /* migrations built into this binary */
+};
+
+/*
+ * Apply the migrations built into this binary (schemas/migrations/) that the
+ * database at pg_url (a libpq URI or key=value string) lacks. Each runs in its
+ * own transaction under a transaction-level advisory lock, so concurrent
+ * migrators are safe and a second run is a no-op. rep (may be NULL) receives
+ * what was done. Returns 0, or THAW_EPG (connection or SQL error, named in
+ * thaw_errmsg) / -ENOMEM. Thread-safe (one connection per call).
+ */
+int thaw_sched_migrate(const char *pg_url, struct thaw_sched_migrate_report *rep) THAW_MUST_CHECK;
+
+/* ---------------------------------------------------------------- estimator */
+
+/* Where a start-up's bytes come from; the farthest tier used names it. */
+enum thaw_sched_tier {
+    THAW_SCHED_TIER_WARM,   /* a warm instance serves it: no load */
+    THAW_SCHED_TIER_DRAM,   /* host DRAM -> GPU */
+    THAW_SCHED_TIER_SSD,    /* local SSD -> GPU */
+    THAW_SCHED_TIER_REMOTE, /* network (object store or peer) -> GPU */
+};
+
+/* Name of a tier ("warm", "dram", "ssd", "remote"). Never NULL. */
+const char *thaw_sched_tier_name(enum thaw_sched_tier t);
+
+/* One host's state, as the estimator sees it for one checkpoint. Strings are
+ * borrowed. A bandwidth of 0 means "not measured": the default applies. */
+struct thaw_sched_host {
+    const char *address;           /* for reports only */
+    double dram_to_gpu_bps;        /* measured DRAM -> GPU bandwidth, bytes/s */
+    double ssd_bps;                /* measured SSD -> GPU bandwidth, bytes/s */
+    double network_bps;            /* measured remote -> GPU bandwidth, bytes/s */
+    double queue_wait_s;           /* expected wait before this host starts the request */
+    int warm;                      /* a ready instance of the model runs here */
+    uint64_t ckpt_dram_bytes;      /* bytes of the checkpoint resident in DRAM */
+    uint64_t ckpt_ssd_bytes;       /* bytes of the checkpoint on local SSD */
+    uint64_t gpu_free_bytes;       /* free GPU memory */
+    uint64_t running_tokens;       /* tokens (in + out) of the sequences to move off the GPU */
+    double gpu_release_s;          /* expected time until the GPU frees by itself; 0 = unknown */
+    double heartbeat_age_s;        /* seconds since the host's last heartbeat */
+};
+
+/*
+ * Tunables; zero means the default below. The migration cost model is the
+ * re-prefill of the running sequences' KV cache on their new host plus a
+ * fixed hand-off: migrate_s = migrate_s_per_token * tokens + migrate_base_s.
+ * Defaults: 25 us/token (about 40k tokens/s of prefill for a 7B model on one
+ * H100) and 50 ms (stop, ship the token ids, resume). Default bandwidths are
+ * conservative: 20 GB/s DRAM -> GPU (PCIe 4 x16), 3 GB/s NVMe, 1.25 GB/s
+ * (10 Gb/s) network. Hosts whose heartbeat is older than max_heartbeat_age_s
+ * (default 30 s) are not ranked.
+ */
+struct thaw_sched_params {
+    double migrate_s_per_token;
+    double migrate_base_s;
+    double default_dram_to_gpu_bps;
+    double default_ssd_bps;
+    double default_network_bps;
+    double max_heartbeat_age_s;
+};
+
+#define THAW_SCHED_MIGRATE_S_PER_TOKEN 25e-6
+#define THAW_SCHED_MIGRATE_BASE_S 0.05
+#define THAW_SCHED_DRAM_TO_GPU_BPS 20e9
+#define THAW_SCHED_SSD_BPS 3e9
+#define THAW_SCHED_NETWORK_BPS 1.25e9
+#define THAW_SCHED_MAX_HEARTBEAT_AGE_S 30.0
+
+/* An estimate of the time until a request's first token can start. */
+struct thaw_sched_estimate {
+    double startup_s;              /* load_s + queue_s + gpu_s */
+    double load_s;                 /* moving the checkpoint into the GPU */
+    double queue_s;                /* the host's queue wait */
+    double gpu_s;                  /* freeing GPU memory: migration or waiting, 0 if free */
+    enum thaw_sched_tier tier;     /* farthest tier the bytes come from */
+    int migrate;                   /* 1: gpu_s is a migration of running sequences */
+    char reason[128];              /* e.g. "dram 14.0 GiB/20.0 GB/s + queue 0.5s" */
+};
+
+/*
+ * Estimate the start-up time of a checkpoint of ckpt_bytes on host h. Bytes
+ * come from the nearest tier that holds them: DRAM first, then SSD, the rest
+ * from the network, and the tiers are summed (a conservative, sequential
+ * model). A warm host loads nothing and needs no GPU memory. When GPU free
+ * memory is below ckpt_bytes, the cheaper of migrating the running sequences
+ * and waiting for the GPU (gpu_release_s, when known) is added. p may be
+ * NULL (all defaults). Pure; thread-safe.
+ */
+void thaw_sched_estimate(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
+                         const struct thaw_sched_params *p, struct thaw_sched_estimate *out);
+
+/* One ranked host: its index in the input array and its estimate. */
+struct thaw_sched_choice {
+    size_t host;
+    struct thaw_sched_estimate est;
+};
+
+/*
+ * Rank n_hosts hosts for a checkpoint of ckpt_bytes: estimate each, skip
+ * those with a stale heartbeat, and write the rest into out (room for
+ * n_hosts) sorted by startup_s, ties by input order. Returns the number
+ * written. Pure; thread-safe.
+ */
+size_t thaw_sched_rank(const struct thaw_sched_host *hosts, size_t n_hosts, uint64_t ckpt_bytes,
+                       const struct thaw_sched_params *p, struct thaw_sched_choice *out);
+
+/* ---------------------------------------------------------------- feedback */
+
+/*
+ * Exponentially weighted moving average of a tier's bandwidth after a load
+ * that moved bytes in seconds: alpha * (bytes / seconds) + (1 - alpha) * cur.
+ * alpha outside (0, 1] means 0.2. A first sample (cur <= 0) is taken as is;
+ * a sample with no bytes or no time leaves cur unchanged. Returns bytes/s.
+ */
+double thaw_sched_ewma_bw(double cur_bps, uint64_t bytes, double seconds, double alpha);
+
+/* Running accuracy of the estimator. Zero-initialise. */
+struct thaw_sched_error_stats {
+    uint64_t n;                    /* samples */
+    double mean_rel;               /* mean of (predicted - actual) / actual: bias */
+    double mean_abs_rel;           /* mean of |relative error| */
+    double max_abs_rel;            /* worst |relative error| */
+};
+
+/*
+ * Record one prediction against its measured outcome (both seconds) and
+ * return the relative error (predicted - actual) / actual. An actual <= 0 is
+ * not recorded and returns 0. Owner thread.
+ */
+double thaw_sched_error_add(struct thaw_sched_error_stats *s, double predicted_s, double actual_s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* THAW_SCHEDULER_H */
