@@ -152,6 +152,9 @@ int loader_cache_write(struct loader_cache *c, const struct loader_chunk *ch, co
         left -= (size_t)w;
         off += (uint64_t)w;
     }
+    /* Start writeback now, so the fsync at commit has little left to wait
+     * for; advisory (not a durability point), errors surface at fsync. */
+    sync_file_range(c->fds[ch->part], (off_t)ch->offset, (off_t)ch->len, SYNC_FILE_RANGE_WRITE);
     return 0;
 }
 
