@@ -158,6 +158,77 @@ struct thaw_sched_error_stats {
  */
 double thaw_sched_error_add(struct thaw_sched_error_stats *s, double predicted_s, double actual_s);
 
+/* ---------------------------------------------------------------- placement */
+
+/* A connection to the PostgreSQL locality store. Opaque. */
+struct thaw_sched_db;
+
+/*
+ * Connect to the locality store at pg_url (a libpq URI or key=value
+ * string). *out is set only on success and is released with
+ * thaw_sched_db_close. Returns 0, THAW_EINVAL (empty URL), THAW_EPG (cannot
+ * connect, named in thaw_errmsg) or -ENOMEM. Thread-safe; the handle itself
+ * is used by one thread at a time (one connection).
+ */
+int thaw_sched_db_open(const char *pg_url, struct thaw_sched_db **out) THAW_MUST_CHECK;
+
+/* Disconnect and free db. NULL is a no-op. */
+void thaw_sched_db_close(struct thaw_sched_db *db);
+
+/* The most ranked candidates one placement reports. */
+#define THAW_SCHED_PLACE_MAX_CANDIDATES 8
+
+/* Default lifetime of a reservation: the instance should start by then. */
+#define THAW_SCHED_RESERVATION_TTL_S 60.0
+
+/* Placement tunables; zero means the default. */
+struct thaw_sched_place_opts {
+    struct thaw_sched_params params;   /* estimator constants and staleness bound */
+    double reservation_ttl_s;          /* reservation lifetime, default 60 s */
+    uint64_t kv_bytes_per_token;       /* GPU bytes per expected token (KV cache), default 0 */
+};
+
+/* One ranked host. */
+struct thaw_sched_candidate {
+    int64_t host_id;                   /* hosts.id */
+    char address[128];                 /* hosts.address, truncated if longer */
+    struct thaw_sched_estimate est;
+};
+
+/* The outcome of a placement. */
+struct thaw_sched_placement {
+    int64_t host_id;                   /* the chosen host (candidates[0]) */
+    char address[128];
+    int64_t reservation_id;            /* reservations.id held for it */
+    int64_t checkpoint_id;             /* checkpoints.id */
+    uint64_t gpu_bytes;                /* GPU memory reserved on the host */
+    struct thaw_sched_estimate est;    /* its estimate: startup_s, tier, reason */
+    size_t n_live;                     /* live hosts considered */
+    size_t n_candidates;               /* hosts with room, best first (at most the max) */
+    struct thaw_sched_candidate candidates[THAW_SCHED_PLACE_MAX_CANDIDATES];
+};
+
+/*
+ * Choose a host for the checkpoint registered as checkpoint_uri and
+ * reserve GPU memory on it, all in one transaction. Reads the live hosts
+ * (heartbeat within o->params.max_heartbeat_age_s), locking their rows in id
+ * order so that concurrent placements serialise and never double-book a
+ * GPU; then, for each host, GPU free bytes less its unexpired reservations,
+ * and the checkpoint's ready replicas in DRAM and on SSD (a ready or busy
+ * instance of it makes the host warm). Hosts without room for the checkpoint
+ * plus expected_tokens * o->kv_bytes_per_token (a warm host needs only the
+ * latter) are left out; the rest are ranked with thaw_sched_rank and the
+ * best gets a reservation row that expires after o->reservation_ttl_s.
+ * Migrating running sequences to make room is not done here.
+ * o may be NULL (defaults). *out is filled only on success.
+ * Returns 0; THAW_ENOTFOUND when the checkpoint is not registered or no host
+ * is live; THAW_ELIMIT when live hosts exist but none has room ("no
+ * capacity"); THAW_EPG on a database error; THAW_EINVAL. Owner thread of db.
+ */
+int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
+                     uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
+                     struct thaw_sched_placement *out) THAW_MUST_CHECK;
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,7 +150,7 @@ int pg_harness_start(struct pg_harness *h, char *why, size_t why_len)
     if (run_as(h,
                "\"%s/pg_ctl\" -D \"%s/data\" -l \"%s/server.log\" -w -t 60 -s "
                "-o \"-k %s -p %d -c listen_addresses= -c fsync=off "
-               "-c full_page_writes=off -c synchronous_commit=off\" start",
+               "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200\" start",
                h->bindir, h->dir, h->dir, h->dir, h->port) != 0) {
         snprintf(why, why_len, "pg_ctl start failed");
         log_tail(h, why, why_len);

@@ -333,6 +333,212 @@ static void t_migrate_no_server(void)
     CHECK_FAILS(thaw_sched_migrate("", NULL), THAW_EINVAL);
 }
 
+/* ---------------------------------------------------------------- placement */
+
+/* Empty the store between cases; the schema stays. */
+static void pg_reset(PGconn *c)
+{
+    PQclear(q(c, "TRUNCATE hosts, checkpoints, replicas, instances, reservations"
+                 " RESTART IDENTITY CASCADE"));
+}
+
+/* A 20 GB checkpoint, bandwidths of 10 GB/s DRAM, 2 GB/s SSD, 1 GB/s network
+ * and 80 GB of free GPU memory unless a case says otherwise. */
+#define PL_CKPT "INSERT INTO checkpoints (uri, bytes) VALUES ('s3://m/llama', 20000000000);"
+#define PL_HOST(addr, extra)                                                                   \
+    "INSERT INTO hosts (address, gpu_free_bytes, dram_to_gpu_bps, ssd_bps, network_bps"       \
+    extra ") VALUES ('" addr "', 80000000000, 10e9, 2e9, 1e9"
+#define PL_REPLICA(addr, tier)                                                                 \
+    "INSERT INTO replicas (host, checkpoint, tier, bytes) SELECT h.id, c.id, '" tier          \
+    "', c.bytes FROM hosts h, checkpoints c WHERE h.address = '" addr "';"
+
+struct place_case {
+    const char *name;
+    const char *setup_sql;
+    const char *uri;
+    int want_rc;
+    const char *want_host;      /* or the error message's substring */
+    enum thaw_sched_tier want_tier;
+    double want_s;
+    size_t want_candidates;
+};
+
+static const struct place_case place_cases[] = {
+    { "warm_beats_all",
+      PL_CKPT PL_HOST("remote", "") ");" PL_HOST("dram", "") ");" PL_REPLICA("dram", "dram")
+      PL_HOST("warm", "") ");"
+      "INSERT INTO instances (host, model, state) SELECT h.id, c.id, 'ready'"
+      " FROM hosts h, checkpoints c WHERE h.address = 'warm';",
+      "s3://m/llama", 0, "warm", THAW_SCHED_TIER_WARM, 0.0, 3 },
+    { "dram_beats_ssd_and_remote",
+      PL_CKPT PL_HOST("remote", "") ");" PL_HOST("ssd", "") ");" PL_REPLICA("ssd", "ssd")
+      PL_HOST("dram", "") ");" PL_REPLICA("dram", "dram"),
+      "s3://m/llama", 0, "dram", THAW_SCHED_TIER_DRAM, 2.0, 3 },
+    { "ssd_beats_remote",
+      PL_CKPT PL_HOST("remote", "") ");" PL_HOST("ssd", "") ");" PL_REPLICA("ssd", "ssd"),
+      "s3://m/llama", 0, "ssd", THAW_SCHED_TIER_SSD, 10.0, 2 },
+    { "remote_only", PL_CKPT PL_HOST("remote", "") ");", "s3://m/llama", 0, "remote",
+      THAW_SCHED_TIER_REMOTE, 20.0, 1 },
+    /* The stale host holds the checkpoint in DRAM but is not ranked. */
+    { "stale_host_skipped",
+      PL_CKPT PL_HOST("stale", ", heartbeat") ", now() - interval '1 hour');"
+      PL_REPLICA("stale", "dram") PL_HOST("remote", "") ");",
+      "s3://m/llama", 0, "remote", THAW_SCHED_TIER_REMOTE, 20.0, 1 },
+    /* A replica still loading does not count. */
+    { "loading_replica_ignored",
+      PL_CKPT PL_HOST("ssd", "") ");" PL_REPLICA("ssd", "ssd")
+      PL_HOST("loading", "") ");" PL_REPLICA("loading", "dram")
+      "UPDATE replicas SET state = 'loading' WHERE tier = 'dram';",
+      "s3://m/llama", 0, "ssd", THAW_SCHED_TIER_SSD, 10.0, 2 },
+    /* The DRAM host's GPU is booked by a live reservation; an expired one
+     * on the SSD host frees nothing less. */
+    { "reserved_gpu_skipped",
+      PL_CKPT PL_HOST("dram", "") ");" PL_REPLICA("dram", "dram")
+      PL_HOST("ssd", "") ");" PL_REPLICA("ssd", "ssd")
+      "INSERT INTO reservations (host, checkpoint, gpu_bytes, expires_at) SELECT h.id, c.id,"
+      " 70000000000, now() + interval '1 minute' FROM hosts h, checkpoints c"
+      " WHERE h.address = 'dram';"
+      "INSERT INTO reservations (host, checkpoint, gpu_bytes, expires_at) SELECT h.id, c.id,"
+      " 70000000000, now() - interval '1 minute' FROM hosts h, checkpoints c"
+      " WHERE h.address = 'ssd';",
+      "s3://m/llama", 0, "ssd", THAW_SCHED_TIER_SSD, 10.0, 1 },
+    { "unknown_checkpoint", PL_CKPT PL_HOST("remote", "") ");", "s3://m/nope", THAW_ENOTFOUND,
+      "s3://m/nope is not registered", THAW_SCHED_TIER_WARM, 0, 0 },
+    { "no_live_host",
+      PL_CKPT PL_HOST("stale", ", heartbeat") ", now() - interval '1 hour');",
+      "s3://m/llama", THAW_ENOTFOUND, "no live host", THAW_SCHED_TIER_WARM, 0, 0 },
+    { "no_capacity",
+      PL_CKPT PL_HOST("small", "") ");" "UPDATE hosts SET gpu_free_bytes = 19000000000;",
+      "s3://m/llama", THAW_ELIMIT, "no capacity", THAW_SCHED_TIER_WARM, 0, 0 },
+};
+
+static void t_pg_place(void)
+{
+    pg_start_or_skip();
+    CHECK_OK(thaw_sched_migrate(pg.url, NULL));
+    PGconn *c = PQconnectdb(pg.url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    struct thaw_sched_db *db = NULL;
+    CHECK_OK(thaw_sched_db_open(pg.url, &db));
+
+    for (size_t i = 0; i < sizeof place_cases / sizeof place_cases[0]; i++) {
+        const struct place_case *pc = &place_cases[i];
+        pg_reset(c);
+        PQclear(q(c, pc->setup_sql));
+        struct thaw_sched_placement pl;
+        int rc = thaw_sched_place(db, pc->uri, 100, NULL, &pl);
+        fprintf(stderr, "%-26s rc=%d %s\n", pc->name, rc,
+                rc == 0 ? pl.est.reason : thaw_errmsg());
+        CHECK_EQ(rc, pc->want_rc);
+        if (rc < 0) {
+            CHECK_ERRMSG_HAS(pc->want_host);
+            /* A failed placement reserves nothing. */
+            CHECK_EQ(q_long(c, "SELECT count(*) FROM reservations"), 0);
+            continue;
+        }
+        CHECK_STR_EQ(pl.address, pc->want_host);
+        CHECK_EQ(pl.est.tier, pc->want_tier);
+        CHECK_NEAR(pl.est.startup_s, pc->want_s, 1e-6);
+        CHECK_EQ(pl.n_candidates, pc->want_candidates);
+        CHECK_EQ(pl.candidates[0].host_id, pl.host_id);
+        for (size_t k = 1; k < pl.n_candidates; k++)
+            CHECK(pl.candidates[k - 1].est.startup_s <= pl.candidates[k].est.startup_s);
+        /* The reservation row holds the checkpoint's bytes on the winner
+         * (a warm host needs none). */
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "SELECT gpu_bytes FROM reservations WHERE id = %lld AND host = %lld"
+                 " AND expires_at > now() AND reason <> ''",
+                 (long long)pl.reservation_id, (long long)pl.host_id);
+        long want_bytes = pc->want_tier == THAW_SCHED_TIER_WARM ? 0 : 20000000000L;
+        CHECK_EQ(q_long(c, sql), want_bytes);
+        CHECK_EQ(pl.gpu_bytes, (uint64_t)want_bytes);
+    }
+
+    /* KV cache bytes per expected token are reserved too, and the bad
+     * arguments are refused. */
+    pg_reset(c);
+    PQclear(q(c, PL_CKPT PL_HOST("remote", "") ");"));
+    struct thaw_sched_place_opts o = { .kv_bytes_per_token = 1000, .reservation_ttl_s = 5 };
+    struct thaw_sched_placement pl;
+    CHECK_OK(thaw_sched_place(db, "s3://m/llama", 4096, &o, &pl));
+    CHECK_EQ(pl.gpu_bytes, 20000000000ull + 4096000);
+    CHECK_EQ(q_long(c, "SELECT gpu_bytes FROM reservations"), 20004096000L);
+    CHECK_EQ(q_long(c, "SELECT count(*) FROM reservations WHERE expires_at < now() +"
+                       " interval '6 seconds'"), 1);
+    CHECK_FAILS(thaw_sched_place(db, "", 0, NULL, &pl), THAW_EINVAL);
+    o.kv_bytes_per_token = UINT64_MAX / 2;
+    CHECK_FAILS(thaw_sched_place(db, "s3://m/llama", 4, &o, &pl), THAW_EINVAL);
+    /* The connection survives the failures. */
+    o.kv_bytes_per_token = 0;
+    CHECK_OK(thaw_sched_place(db, "s3://m/llama", 0, &o, &pl));
+    CHECK_FAILS(thaw_sched_db_open("", &db), THAW_EINVAL);
+
+    thaw_sched_db_close(db);
+    thaw_sched_db_close(NULL);
+    PQfinish(c);
+    pg_harness_stop(&pg);
+}
+
+/* 100 placements at once onto hosts with room for one checkpoint each:
+ * exactly one reservation per host, and the rest fail with "no capacity". */
+static void t_pg_place_concurrent(void)
+{
+    pg_start_or_skip();
+    CHECK_OK(thaw_sched_migrate(pg.url, NULL));
+    PGconn *c = PQconnectdb(pg.url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    enum { N_HOSTS = 10, N = 100 };
+    PQclear(q(c, PL_CKPT));
+    /* 30 GB free, 20 GB each: room for one only. */
+    PQclear(q(c, "INSERT INTO hosts (address, gpu_free_bytes) SELECT 'h' || g, 30000000000"
+                 " FROM generate_series(1, 10) g"));
+    PQclear(q(c, "INSERT INTO replicas (host, checkpoint, tier, bytes) SELECT h.id, c.id, 'dram',"
+                 " c.bytes FROM hosts h, checkpoints c WHERE h.id % 3 = 0"));
+
+    pid_t kids[N];
+    for (int i = 0; i < N; i++) {
+        kids[i] = fork();
+        CHECK(kids[i] >= 0);
+        if (kids[i] == 0) {
+            struct thaw_sched_db *db = NULL;
+            int rc = thaw_sched_db_open(pg.url, &db);
+            struct thaw_sched_placement pl;
+            if (rc == 0)
+                rc = thaw_sched_place(db, "s3://m/llama", 0, NULL, &pl);
+            if (rc < 0 && rc != THAW_ELIMIT)
+                fprintf(stderr, "placer %d: %s: %s\n", i, thaw_strerror(rc), thaw_errmsg());
+            if (rc == THAW_ELIMIT && !strstr(thaw_errmsg(), "no capacity"))
+                rc = -1;
+            thaw_sched_db_close(db);
+            _exit(rc == 0 ? 0 : rc == THAW_ELIMIT ? 1 : 2);
+        }
+    }
+    int ok = 0, full = 0, other = 0;
+    for (int i = 0; i < N; i++) {
+        int st = 0;
+        CHECK(waitpid(kids[i], &st, 0) == kids[i]);
+        int code = WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+        ok += code == 0;
+        full += code == 1;
+        other += code > 1;
+    }
+    fprintf(stderr, "placed %d, no capacity %d, other %d\n", ok, full, other);
+    CHECK_EQ(other, 0);
+    CHECK_EQ(ok, N_HOSTS);
+    CHECK_EQ(full, N - N_HOSTS);
+    CHECK_EQ(q_long(c, "SELECT count(*) FROM reservations"), N_HOSTS);
+    CHECK_EQ(q_long(c, "SELECT count(DISTINCT host) FROM reservations"), N_HOSTS);
+    CHECK_EQ(q_long(c, "SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM reservations"
+                       " GROUP BY host) x"), 1);
+    /* No host is booked beyond its free GPU memory. */
+    CHECK_EQ(q_long(c, "SELECT count(*) FROM hosts h WHERE h.gpu_free_bytes < (SELECT"
+                       " coalesce(sum(gpu_bytes), 0) FROM reservations r WHERE r.host = h.id)"),
+             0);
+    PQfinish(c);
+    pg_harness_stop(&pg);
+}
+
 /* ---------------------------------------------------------------- the binary */
 
 /* Run a shell command, capture stdout into out; returns the exit status. */
@@ -404,6 +610,8 @@ static const struct test_case cases[] = {
     { "pg_migrate", t_pg_migrate },
     { "pg_migrate_concurrent", t_pg_migrate_concurrent },
     { "cli_migrate", t_cli_migrate },
+    { "pg_place", t_pg_place },
+    { "pg_place_concurrent", t_pg_place_concurrent },
 };
 
 int main(int argc, char **argv)
