@@ -97,6 +97,82 @@ static int exec_params(PGconn *c, const char *sql, int n, const char *const *par
     return 0;
 }
 
+/* The checkpoint registered as uri: its id and bytes, and the GPU bytes of
+ * expected_tokens' KV cache. THAW_ENOTFOUND when it is not registered. */
+static int read_checkpoint(PGconn *c, const char *uri, uint64_t expected_tokens,
+                           const struct thaw_sched_place_opts *o, int64_t *id,
+                           uint64_t *ckpt_bytes, uint64_t *kv_bytes)
+{
+    PGresult *r;
+    const char *uri_param[1] = { uri };
+    int rc = exec_params(c, "SELECT id, bytes FROM checkpoints WHERE uri = $1", 1, uri_param,
+                         PGRES_TUPLES_OK, "reading checkpoint", &r);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return THAW_FAIL(THAW_ENOTFOUND, "checkpoint %s is not registered", uri);
+    }
+    *id = col_i64(r, 0, 0);
+    *ckpt_bytes = (uint64_t)col_i64(r, 0, 1);
+    PQclear(r);
+
+    *kv_bytes = 0;
+    if (o->kv_bytes_per_token) {
+        if (expected_tokens > (UINT64_MAX - *ckpt_bytes) / o->kv_bytes_per_token ||
+            *ckpt_bytes + expected_tokens * o->kv_bytes_per_token > (uint64_t)INT64_MAX)
+            return THAW_FAIL(THAW_EINVAL, "%" PRIu64 " expected tokens overflow the GPU bytes",
+                             expected_tokens);
+        *kv_bytes = expected_tokens * o->kv_bytes_per_token;
+    }
+    return 0;
+}
+
+/* A PostgreSQL array literal "{1,2,3}" of column 0 of r. */
+static int ids_array(const PGresult *r, char **out)
+{
+    size_t n = (size_t)PQntuples(r);
+    size_t ids_len = n * 22 + 3;
+    char *ids = thaw_malloc(ids_len);
+    if (!ids)
+        return -ENOMEM;
+    size_t at = 0;
+    ids[at++] = '{';
+    for (size_t i = 0; i < n; i++)
+        at += (size_t)snprintf(ids + at, ids_len - at, "%s%s", i ? "," : "",
+                               PQgetvalue(r, (int)i, 0));
+    snprintf(ids + at, ids_len - at, "}");
+    *out = ids;
+    return 0;
+}
+
+/* Fill h and m from row `row` of a state_sql result; *need is the GPU
+ * bytes the host must have (a warm host needs only the KV cache). Returns
+ * 1 when its unreserved GPU memory has room for that, else 0. h->address
+ * points into m. */
+static int state_row(const PGresult *r, int row, uint64_t ckpt_bytes, uint64_t kv_bytes,
+                     struct thaw_sched_host *h, struct thaw_sched_candidate *m, int64_t *avail,
+                     uint64_t *need)
+{
+    *avail = col_i64(r, row, 5);
+    int warm = PQgetvalue(r, row, 9)[0] == 't';
+    *need = warm ? kv_bytes : ckpt_bytes + kv_bytes;
+    memset(h, 0, sizeof *h);
+    memset(m, 0, sizeof *m);
+    m->host_id = col_i64(r, row, 0);
+    snprintf(m->address, sizeof m->address, "%s", PQgetvalue(r, row, 1));
+    h->address = m->address;
+    h->dram_to_gpu_bps = col_f64(r, row, 2);
+    h->ssd_bps = col_f64(r, row, 3);
+    h->network_bps = col_f64(r, row, 4);
+    h->gpu_free_bytes = *avail < 0 ? 0 : (uint64_t)*avail;
+    h->heartbeat_age_s = col_f64(r, row, 6);
+    h->ckpt_dram_bytes = (uint64_t)col_i64(r, row, 7);
+    h->ckpt_ssd_bytes = (uint64_t)col_i64(r, row, 8);
+    h->warm = warm;
+    return !(*avail < 0 || (uint64_t)*avail < *need);
+}
+
 int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
                      uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
                      struct thaw_sched_placement *out)
@@ -127,30 +203,11 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     in_tx = 1;
 
     /* The checkpoint. */
-    const char *uri_param[1] = { checkpoint_uri };
-    rc = exec_params(c, "SELECT id, bytes FROM checkpoints WHERE uri = $1", 1, uri_param,
-                     PGRES_TUPLES_OK, "reading checkpoint", &r);
+    uint64_t ckpt_bytes, kv_bytes;
+    rc = read_checkpoint(c, checkpoint_uri, expected_tokens, o, &res.checkpoint_id, &ckpt_bytes,
+                         &kv_bytes);
     if (rc < 0)
         goto fail;
-    if (PQntuples(r) != 1) {
-        rc = THAW_FAIL(THAW_ENOTFOUND, "checkpoint %s is not registered", checkpoint_uri);
-        goto fail;
-    }
-    res.checkpoint_id = col_i64(r, 0, 0);
-    uint64_t ckpt_bytes = (uint64_t)col_i64(r, 0, 1);
-    PQclear(r);
-    r = NULL;
-
-    uint64_t kv_bytes = 0;
-    if (o->kv_bytes_per_token) {
-        if (expected_tokens > (UINT64_MAX - ckpt_bytes) / o->kv_bytes_per_token ||
-            ckpt_bytes + expected_tokens * o->kv_bytes_per_token > (uint64_t)INT64_MAX) {
-            rc = THAW_FAIL(THAW_EINVAL, "%" PRIu64 " expected tokens overflow the GPU bytes",
-                           expected_tokens);
-            goto fail;
-        }
-        kv_bytes = expected_tokens * o->kv_bytes_per_token;
-    }
 
     /* Lock the live hosts, in id order so that placers never deadlock. */
     char age[32];
@@ -168,18 +225,9 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
                        params.max_heartbeat_age_s);
         goto fail;
     }
-    size_t ids_len = n_live * 22 + 3;
-    ids = thaw_malloc(ids_len);
-    if (!ids) {
-        rc = -ENOMEM;
+    rc = ids_array(r, &ids);
+    if (rc < 0)
         goto fail;
-    }
-    size_t at = 0;
-    ids[at++] = '{';
-    for (size_t i = 0; i < n_live; i++)
-        at += (size_t)snprintf(ids + at, ids_len - at, "%s%s", i ? "," : "",
-                               PQgetvalue(r, (int)i, 0));
-    snprintf(ids + at, ids_len - at, "}");
     PQclear(r);
     r = NULL;
 
@@ -201,25 +249,11 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     }
     size_t n_room = 0;
     for (size_t i = 0; i < n_rows; i++) {
-        int row = (int)i;
-        int64_t avail = col_i64(r, row, 5);
-        int warm = PQgetvalue(r, row, 9)[0] == 't';
-        uint64_t want = warm ? kv_bytes : ckpt_bytes + kv_bytes;
-        if (avail < 0 || (uint64_t)avail < want)
+        int64_t avail;
+        uint64_t want;
+        if (!state_row(r, (int)i, ckpt_bytes, kv_bytes, &hosts[n_room], &meta[n_room], &avail,
+                       &want))
             continue; /* no room left on its GPU */
-        struct thaw_sched_candidate *m = &meta[n_room];
-        m->host_id = col_i64(r, row, 0);
-        snprintf(m->address, sizeof m->address, "%s", PQgetvalue(r, row, 1));
-        struct thaw_sched_host *h = &hosts[n_room];
-        h->address = m->address;
-        h->dram_to_gpu_bps = col_f64(r, row, 2);
-        h->ssd_bps = col_f64(r, row, 3);
-        h->network_bps = col_f64(r, row, 4);
-        h->gpu_free_bytes = (uint64_t)avail;
-        h->heartbeat_age_s = col_f64(r, row, 6);
-        h->ckpt_dram_bytes = (uint64_t)col_i64(r, row, 7);
-        h->ckpt_ssd_bytes = (uint64_t)col_i64(r, row, 8);
-        h->warm = warm;
         need[n_room] = want;
         n_room++;
     }
@@ -281,5 +315,127 @@ fail:
     thaw_free(meta);
     thaw_free(hosts);
     thaw_free(ids);
+    return rc;
+}
+
+static int by_state_then_order(const void *pa, const void *pb)
+{
+    const struct thaw_sched_host_rank *a = pa, *b = pb;
+    if (a->state != b->state)
+        return (a->state > b->state) - (a->state < b->state);
+    if (a->state == THAW_SCHED_HOST_OK)
+        return (a->order > b->order) - (a->order < b->order);
+    return (a->c.host_id > b->c.host_id) - (a->c.host_id < b->c.host_id);
+}
+
+int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
+                          uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
+                          struct thaw_sched_host_rank **out, size_t *n_out)
+{
+    static const struct thaw_sched_place_opts zero;
+    int rc = 0;
+    int in_tx = 0;
+    PGresult *r = NULL;
+    char *ids = NULL;
+    struct thaw_sched_host *hosts = NULL;
+    struct thaw_sched_host_rank *all = NULL;
+    struct thaw_sched_choice *ranked = NULL;
+    size_t *slot = NULL;
+
+    if (!db || !checkpoint_uri || !checkpoint_uri[0] || !out || !n_out)
+        return THAW_FAIL(THAW_EINVAL, "ranking needs a database and a checkpoint URI");
+    if (!o)
+        o = &zero;
+    struct thaw_sched_params params = o->params;
+    if (!(params.max_heartbeat_age_s > 0))
+        params.max_heartbeat_age_s = THAW_SCHED_MAX_HEARTBEAT_AGE_S;
+    PGconn *c = db->conn;
+
+    /* One snapshot, no locks, nothing written. */
+    THAW_PG_TRY(PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), PGRES_COMMAND_OK,
+                "BEGIN");
+    in_tx = 1;
+    int64_t ckpt_id_v;
+    uint64_t ckpt_bytes, kv_bytes;
+    rc = read_checkpoint(c, checkpoint_uri, expected_tokens, o, &ckpt_id_v, &ckpt_bytes,
+                         &kv_bytes);
+    if (rc < 0)
+        goto fail;
+    rc = exec_params(c, "SELECT id FROM hosts ORDER BY id", 0, NULL, PGRES_TUPLES_OK,
+                     "reading hosts", &r);
+    if (rc < 0)
+        goto fail;
+    rc = ids_array(r, &ids);
+    if (rc < 0)
+        goto fail;
+    PQclear(r);
+    r = NULL;
+    char ckpt_id[24];
+    snprintf(ckpt_id, sizeof ckpt_id, "%" PRId64, ckpt_id_v);
+    const char *state_params[2] = { ckpt_id, ids };
+    rc = exec_params(c, state_sql, 2, state_params, PGRES_TUPLES_OK, "reading host state", &r);
+    if (rc < 0)
+        goto fail;
+    size_t n_rows = (size_t)PQntuples(r);
+    hosts = thaw_calloc(n_rows + 1, sizeof *hosts);
+    all = thaw_calloc(n_rows + 1, sizeof *all);
+    ranked = thaw_calloc(n_rows + 1, sizeof *ranked);
+    slot = thaw_calloc(n_rows + 1, sizeof *slot);
+    if (!hosts || !all || !ranked || !slot) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    size_t n_ok = 0;
+    for (size_t i = 0; i < n_rows; i++) {
+        struct thaw_sched_host h;
+        struct thaw_sched_host_rank *a = &all[i];
+        int64_t avail;
+        int room = state_row(r, (int)i, ckpt_bytes, kv_bytes, &h, &a->c, &avail, &a->need_bytes);
+        a->gpu_avail_bytes = avail;
+        a->heartbeat_age_s = h.heartbeat_age_s;
+        if (!(h.heartbeat_age_s <= params.max_heartbeat_age_s)) {
+            a->state = THAW_SCHED_HOST_STALE;
+        } else if (!room) {
+            a->state = THAW_SCHED_HOST_FULL;
+        } else {
+            a->state = THAW_SCHED_HOST_OK;
+            hosts[n_ok] = h;
+            hosts[n_ok].address = a->c.address;
+            slot[n_ok++] = i;
+        }
+    }
+    PQclear(r);
+    r = NULL;
+    THAW_PG_TRY(PQexec(c, "COMMIT"), PGRES_COMMAND_OK, "COMMIT");
+    in_tx = 0;
+
+    size_t n_ranked = thaw_sched_rank(hosts, n_ok, ckpt_bytes, &params, ranked);
+    for (size_t k = 0; k < n_ranked; k++) {
+        struct thaw_sched_host_rank *a = &all[slot[ranked[k].host]];
+        a->c.est = ranked[k].est;
+        a->order = k;
+    }
+    qsort(all, n_rows, sizeof all[0], by_state_then_order);
+    *out = all;
+    *n_out = n_rows;
+    all = NULL;
+
+fail:
+    PQclear(r);
+    if (in_tx)
+        PQclear(PQexec(c, "ROLLBACK"));
+    thaw_free(slot);
+    thaw_free(ranked);
+    thaw_free(all);
+    thaw_free(hosts);
+    thaw_free(ids);
+    return rc;
+}
+
+int scheduler_db_ping(struct thaw_sched_db *db)
+{
+    int rc = 0;
+    THAW_PG_TRY(PQexec(db->conn, "SELECT 1"), PGRES_TUPLES_OK, "ping");
+fail:
     return rc;
 }

@@ -33,4 +33,8 @@ extern const size_t scheduler_n_migrations;
         PQclear(r_);                                                                           \
     } while (0)
 
+/* Run "SELECT 1" on db: 0 when PostgreSQL answers, else THAW_EPG. Owner
+ * thread of db. */
+int scheduler_db_ping(struct thaw_sched_db *db);
+
 #endif /* SCHEDULER_INT_H */

@@ -229,6 +229,38 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
                      uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
                      struct thaw_sched_placement *out) THAW_MUST_CHECK;
 
+/* Why a host can or cannot take a checkpoint, best first. */
+enum thaw_sched_host_state {
+    THAW_SCHED_HOST_OK,    /* live, with room: ranked */
+    THAW_SCHED_HOST_FULL,  /* live, but not enough unreserved GPU memory */
+    THAW_SCHED_HOST_STALE, /* heartbeat older than params.max_heartbeat_age_s */
+};
+
+/* One registered host, as thaw_sched_rank_hosts sees it. */
+struct thaw_sched_host_rank {
+    struct thaw_sched_candidate c;     /* id, address; c.est is valid only when OK */
+    enum thaw_sched_host_state state;
+    size_t order;                      /* rank among the OK hosts, 0 = best */
+    double heartbeat_age_s;
+    int64_t gpu_avail_bytes;           /* free GPU bytes less unexpired reservations */
+    uint64_t need_bytes;               /* GPU bytes the checkpoint plus KV cache needs there */
+};
+
+/*
+ * The read-only twin of thaw_sched_place, for the kube-scheduler extender:
+ * every row of `hosts` with its state for the checkpoint registered as
+ * checkpoint_uri (same liveness, room and estimate rules as placement, read
+ * in one REPEATABLE READ READ ONLY snapshot; nothing is locked or reserved).
+ * *out (released with thaw_free) holds *n_out entries: the OK hosts ranked
+ * best first, then the FULL, then the STALE ones, each by id. Both are set
+ * only on success. o may be NULL. Returns 0; THAW_ENOTFOUND when the
+ * checkpoint is not registered; THAW_EPG; THAW_EINVAL; -ENOMEM. Owner
+ * thread of db.
+ */
+int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
+                          uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
+                          struct thaw_sched_host_rank **out, size_t *n_out) THAW_MUST_CHECK;
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,7 +8,7 @@ pkgs=(
   libjansson-dev libcurl4-openssl-dev libxxhash-dev liburing-dev
   nginx-light fio python3 python3-venv python3-pip
   clang libclang-rt-14-dev bc
-  postgresql libpq-dev
+  postgresql libpq-dev libmicrohttpd-dev
 )
 
 missing=()
