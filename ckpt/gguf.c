@@ -1,0 +1,1 @@
+/* ckpt/gguf.c - placeholder, being written. */

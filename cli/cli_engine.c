@@ -1,0 +1,1 @@
+/* cli/cli_engine.c - placeholder, being written. */

@@ -1,0 +1,1 @@
+/* engine/chat.c - placeholder, being written. */

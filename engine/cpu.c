@@ -1,0 +1,1 @@
+/* engine/cpu.c - placeholder, being written. */

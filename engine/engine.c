@@ -1,0 +1,1 @@
+/* engine/engine.c - placeholder, being written. */

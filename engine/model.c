@@ -1,0 +1,1 @@
+/* engine/model.c - placeholder, being written. */

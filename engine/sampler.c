@@ -1,0 +1,1 @@
+/* engine/sampler.c - placeholder, being written. */

@@ -1,0 +1,1 @@
+/* engine/tokenizer.c - placeholder, being written. */
