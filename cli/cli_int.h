@@ -8,6 +8,10 @@ int cli_convert(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_verify(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+int cli_logits(int argc, char **argv);
+int cli_simulate(int argc, char **argv);
 
 /* Print "thaw: <msg>" with the last error's message to stderr; returns 1. */
 int cli_error(const char *what, int rc);

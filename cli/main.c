@@ -16,6 +16,10 @@ static const struct {
     { "inspect", cli_inspect, "CKPT                  JSON summary of a checkpoint" },
     { "verify", cli_verify, "CKPT                   check sizes and chunk checksums" },
     { "bench", cli_bench, "load CKPT [--to host|gpu] [--cold] [--json] [--repeat N]" },
+    { "tokenize", cli_tokenize, "CKPT TEXT [--no-special]   JSON array of token ids" },
+    { "generate", cli_generate, "CKPT --prompt TEXT [--chat] [--max-tokens N] [--temperature T]" },
+    { "logits", cli_logits, "CKPT --ids 1,2,3 --out FILE.npy   logits at every position" },
+    { "simulate", cli_simulate, "[--trace NAME] [--policy P] ...   cluster simulator" },
 };
 
 static void usage(FILE *f)
