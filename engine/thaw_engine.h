@@ -80,7 +80,8 @@ size_t thaw_tok_stop_ids(const struct thaw_tokenizer *tok, int32_t *out, size_t 
 struct thaw_detok;
 int thaw_detok_create(const struct thaw_tokenizer *tok, int skip_special,
                       struct thaw_detok **out) THAW_MUST_CHECK;
-/* *piece/*len: new text, borrowed until the next call on d (may be ""). */
+/* Sets piece and len to the new text, borrowed until the next call on d
+ * (may be empty). */
 int thaw_detok_push(struct thaw_detok *d, int32_t id, const char **piece, size_t *len)
     THAW_MUST_CHECK;
 /* Whatever is still held (an incomplete UTF-8 tail becomes U+FFFD). */
