@@ -11,6 +11,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,65 +19,85 @@
 
 /* ---------------------------------------------------------------- thread pool */
 
+/*
+ * A job is split into chunks that the caller and the workers claim from one
+ * counter, so a worker the kernel has not scheduled yet delays nothing: the
+ * others take its chunks. The counter holds (generation << 32 | next chunk),
+ * so a worker that wakes late can never claim a chunk of a newer job with
+ * the function of an older one.
+ */
 struct eng_pool {
     int n;
     pthread_t *threads;
     pthread_mutex_t mu;
-    pthread_cond_t cv_start, cv_done;
-    eng_job_fn fn;
-    void *arg;
-    _Atomic unsigned gen;  /* bumped per job */
-    _Atomic int pending;   /* workers still running the job */
-    _Atomic int sleeping;  /* workers blocked on cv_start */
-    int stop;
+    pthread_cond_t cv;
+    _Atomic(eng_job_fn) fn;
+    _Atomic(void *) arg;
+    _Atomic int n_chunks;
+    _Atomic uint64_t claim; /* gen << 32 | next chunk */
+    _Atomic int done;       /* chunks finished in this generation */
+    _Atomic int sleeping;
+    _Atomic int stop;
+    uint32_t gen;
 };
 
-struct worker_arg {
-    struct eng_pool *p;
-    int i;
-};
+/* Spin this many checks before sleeping: a step issues a few hundred short
+ * jobs, and a wake-up through the kernel would dominate them. */
+#define POOL_SPIN 4000
 
-/* Spin this many checks before blocking: a step issues a few hundred jobs,
- * each short, so a wake-up through the kernel would dominate. */
-#define POOL_SPIN 20000
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+}
+
+/* Claim and run chunks of generation gen until none is left. */
+static void pool_work(struct eng_pool *p, uint32_t gen)
+{
+    eng_job_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+    void *arg = atomic_load_explicit(&p->arg, memory_order_acquire);
+    int n = atomic_load_explicit(&p->n_chunks, memory_order_acquire);
+    uint64_t v = atomic_load_explicit(&p->claim, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(v >> 32) != gen || (int)(uint32_t)v >= n)
+            return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        fn(arg, (int)(uint32_t)v, n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+        v = atomic_load_explicit(&p->claim, memory_order_acquire);
+    }
+}
 
 static void *worker_main(void *v)
 {
-    struct worker_arg *wa = v;
-    struct eng_pool *p = wa->p;
-    int i = wa->i;
-    thaw_free(wa);
-    unsigned seen = 0;
+    struct eng_pool *p = v;
+    uint32_t seen = 0;
     for (;;) {
-        unsigned g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+        uint32_t g;
+        while ((g = (uint32_t)(atomic_load_explicit(&p->claim, memory_order_acquire) >> 32)) ==
+               seen) {
+            if (atomic_load(&p->stop))
+                return NULL;
             if (++spins < POOL_SPIN) {
-                _mm_pause();
+                cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleeping, 1);
-            while (atomic_load(&p->gen) == seen && !p->stop)
-                pthread_cond_wait(&p->cv_start, &p->mu);
+            while ((uint32_t)(atomic_load(&p->claim) >> 32) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->cv, &p->mu);
             atomic_fetch_sub(&p->sleeping, 1);
             pthread_mutex_unlock(&p->mu);
             spins = 0;
         }
-        seen = g;
-        pthread_mutex_lock(&p->mu);
-        int stop = p->stop;
-        eng_job_fn fn = p->fn;
-        void *arg = p->arg;
-        pthread_mutex_unlock(&p->mu);
-        if (stop)
+        if (atomic_load(&p->stop))
             return NULL;
-        fn(arg, i, p->n);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->cv_done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        seen = g;
+        pool_work(p, g);
     }
 }
 
@@ -92,31 +113,21 @@ int eng_pool_create(int n_threads, struct eng_pool **out)
     struct eng_pool *p = thaw_calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    p->n = n_threads;
+    p->n = 1;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv_start, NULL);
-    pthread_cond_init(&p->cv_done, NULL);
+    pthread_cond_init(&p->cv, NULL);
     p->threads = thaw_calloc((size_t)n_threads, sizeof *p->threads);
     if (!p->threads) {
         eng_pool_destroy(p);
         return -ENOMEM;
     }
     for (int i = 1; i < n_threads; i++) {
-        struct worker_arg *wa = thaw_malloc(sizeof *wa);
-        if (!wa) {
-            p->n = i;
-            eng_pool_destroy(p);
-            return -ENOMEM;
-        }
-        wa->p = p;
-        wa->i = i;
-        int rc = pthread_create(&p->threads[i], NULL, worker_main, wa);
+        int rc = pthread_create(&p->threads[i], NULL, worker_main, p);
         if (rc) {
-            thaw_free(wa);
-            p->n = i;
             eng_pool_destroy(p);
             return THAW_FAIL(-rc, "engine: cannot start worker thread");
         }
+        p->n = i + 1;
     }
     *out = p;
     return 0;
@@ -126,18 +137,14 @@ void eng_pool_destroy(struct eng_pool *p)
 {
     if (!p)
         return;
-    if (p->threads) {
-        pthread_mutex_lock(&p->mu);
-        p->stop = 1;
-        atomic_fetch_add(&p->gen, 1);
-        pthread_cond_broadcast(&p->cv_start);
-        pthread_mutex_unlock(&p->mu);
-        for (int i = 1; i < p->n; i++)
-            pthread_join(p->threads[i], NULL);
-    }
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, 1);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n; i++)
+        pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv_start);
-    pthread_cond_destroy(&p->cv_done);
+    pthread_cond_destroy(&p->cv);
     thaw_free(p->threads);
     thaw_free(p);
 }
@@ -147,31 +154,35 @@ int eng_pool_size(const struct eng_pool *p)
     return p->n;
 }
 
-void eng_pool_run(struct eng_pool *p, eng_job_fn fn, void *arg)
+void eng_pool_run(struct eng_pool *p, eng_job_fn fn, void *arg, int n_chunks)
 {
-    if (p->n == 1) {
-        fn(arg, 0, 1);
+    if (n_chunks <= 0)
+        return;
+    if (p->n == 1 || n_chunks == 1) {
+        for (int i = 0; i < n_chunks; i++)
+            fn(arg, i, n_chunks);
         return;
     }
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store(&p->pending, p->n - 1);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    if (atomic_load(&p->sleeping))
-        pthread_cond_broadcast(&p->cv_start);
-    pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, p->n);
-    int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
-        if (++spins < POOL_SPIN) {
-            _mm_pause();
-            continue;
-        }
+    uint32_t gen = ++p->gen;
+    if (gen == 0) /* 0 is what idle workers start from */
+        gen = ++p->gen;
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&p->n_chunks, n_chunks, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->claim, (uint64_t)gen << 32, memory_order_release);
+    if (atomic_load(&p->sleeping)) {
         pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->pending) > 0)
-            pthread_cond_wait(&p->cv_done, &p->mu);
+        pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
+    }
+    pool_work(p, gen);
+    int spins = 0;
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < n_chunks) {
+        if (++spins < 64)
+            cpu_relax();
+        else
+            sched_yield(); /* a worker mid-chunk may need this core */
     }
 }
 
@@ -321,6 +332,39 @@ __attribute__((target("avx2,fma,f16c"))) static void dot_rows_avx(float *out,
     }
 }
 
+/* 4 rows against 2 tokens: 8 chains, each in the same order as dot_rows_avx,
+ * so the results are bitwise those of two single-token calls. */
+__attribute__((target("avx2,fma,f16c"))) static void dot4x2_avx(float *o0, float *o1,
+                                                               const float *const *w,
+                                                               const float *x0,
+                                                               const float *x1, int n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+           b3 = a0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x1 + i);
+        __m256 w0 = _mm256_loadu_ps(w[0] + i), w1 = _mm256_loadu_ps(w[1] + i);
+        __m256 w2 = _mm256_loadu_ps(w[2] + i), w3 = _mm256_loadu_ps(w[3] + i);
+        a0 = _mm256_fmadd_ps(w0, xa, a0);
+        b0 = _mm256_fmadd_ps(w0, xb, b0);
+        a1 = _mm256_fmadd_ps(w1, xa, a1);
+        b1 = _mm256_fmadd_ps(w1, xb, b1);
+        a2 = _mm256_fmadd_ps(w2, xa, a2);
+        b2 = _mm256_fmadd_ps(w2, xb, b2);
+        a3 = _mm256_fmadd_ps(w3, xa, a3);
+        b3 = _mm256_fmadd_ps(w3, xb, b3);
+    }
+    __m256 acc[8] = { a0, a1, a2, a3, b0, b1, b2, b3 };
+    for (int r = 0; r < 8; r++) {
+        const float *wr = w[r & 3], *x = r < 4 ? x0 : x1;
+        float s = hsum8_avx(acc[r]);
+        for (int j = i; j < n; j++)
+            s = fmaf(wr[j], x[j], s);
+        (r < 4 ? o0 : o1)[r & 3] = s;
+    }
+}
+
 /* Widen 16-bit weights to f32, 8 at a time. */
 __attribute__((target("avx2,fma,f16c"))) static void widen_avx(float *dst,
                                                               const struct eng_weight *w,
@@ -342,39 +386,6 @@ __attribute__((target("avx2,fma,f16c"))) static void widen_avx(float *dst,
                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
         for (; i < n; i++)
             dst[i] = f16_f32(s[i]);
-    }
-}
-
-/*
- * Decode (one token): widen and multiply in registers, no scratch round
- * trip. Same lane order and tail as dot_rows_avx on widened rows.
- */
-__attribute__((target("avx2,fma,f16c"))) static void dot_rows16_avx(float *out,
-                                                                   const struct eng_weight *w,
-                                                                   int o, int nr, const float *x)
-{
-    int n = w->cols;
-    const uint16_t *base = (const uint16_t *)w->p + (size_t)o * (size_t)n;
-    __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                      _mm256_setzero_ps() };
-    int i = 0;
-    int bf = w->dt == THAW_DTYPE_BF16;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_loadu_ps(x + i);
-        for (int r = 0; r < nr; r++) {
-            __m128i h = _mm_loadu_si128((const __m128i *)(base + (size_t)r * n + i));
-            __m256 wv = bf ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-                           : _mm256_cvtph_ps(h);
-            acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
-        }
-    }
-    for (int r = 0; r < nr; r++) {
-        float s = hsum8_avx(acc[r]);
-        for (int j = i; j < n; j++) {
-            uint16_t h = base[(size_t)r * n + j];
-            s = fmaf(bf ? bf16_f32(h) : f16_f32(h), x[j], s);
-        }
-        out[r] = s;
     }
 }
 
@@ -400,12 +411,6 @@ void eng_matmul_rows(float *y, int ldy, const float *x, int n_tok, const struct 
     for (int o = o0; o < o1; o += 4) {
         int nr = o1 - o < 4 ? o1 - o : 4;
         float res[4];
-        if (n_tok == 1 && avx && w->dt != THAW_DTYPE_F32) {
-            dot_rows16_avx(res, w, o, nr, x);
-            for (int r = 0; r < nr; r++)
-                y[o + r] = res[r] + (bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f);
-            continue;
-        }
         const float *rows[4];
         for (int r = 0; r < nr; r++) {
             if (w->dt == THAW_DTYPE_F32) {
@@ -415,7 +420,20 @@ void eng_matmul_rows(float *y, int ldy, const float *x, int n_tok, const struct 
                 rows[r] = scratch + (size_t)r * n;
             }
         }
-        for (int t = 0; t < n_tok; t++) {
+        int t = 0;
+        if (avx && nr == 4) {
+            for (; t + 2 <= n_tok; t += 2) {
+                float r0[4], r1[4];
+                dot4x2_avx(r0, r1, rows, x + (size_t)t * n, x + (size_t)(t + 1) * n, n);
+                float *y0 = y + (size_t)t * ldy, *y1 = y0 + ldy;
+                for (int r = 0; r < 4; r++) {
+                    float b = bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f;
+                    y0[o + r] = r0[r] + b;
+                    y1[o + r] = r1[r] + b;
+                }
+            }
+        }
+        for (; t < n_tok; t++) {
             const float *xt = x + (size_t)t * n;
             if (avx)
                 dot_rows_avx(res, rows, nr, xt, n);

@@ -16,6 +16,7 @@
 #include "engine/engine_int.h"
 
 #define QUEUE_MAX 4096
+#define MAX_CHUNKS 64 /* parallel chunks per job; each has its own scratch */
 
 struct seq {
     uint64_t id;
@@ -44,8 +45,8 @@ struct thaw_engine {
     float *kcache, *vcache;
     float *cos_t, *sin_t; /* [ctx][hd/2] */
     float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2, *logits;
-    float *scratch;       /* per thread: 4 * max(H, I, qd) */
-    float *scores;        /* per thread: ctx */
+    float *scratch;       /* per chunk: 4 * max(H, I, qd) */
+    float *scores;        /* per chunk: ctx */
     size_t scratch_per;
     struct seq **slots;   /* [max_seqs] */
     struct seq **queue;
@@ -165,8 +166,8 @@ int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
     e->hb = thaw_malloc(T * e->I * sizeof(float));
     e->hb2 = thaw_malloc(T * e->I * sizeof(float));
     e->logits = thaw_malloc((size_t)e->max_logit_rows * e->V * sizeof(float));
-    e->scratch = thaw_malloc((size_t)nt * e->scratch_per * sizeof(float));
-    e->scores = thaw_malloc((size_t)nt * e->ctx * sizeof(float));
+    e->scratch = thaw_malloc((size_t)MAX_CHUNKS * e->scratch_per * sizeof(float));
+    e->scores = thaw_malloc((size_t)MAX_CHUNKS * e->ctx * sizeof(float));
     e->slots = thaw_calloc((size_t)e->max_seqs, sizeof *e->slots);
     e->queue = thaw_calloc(QUEUE_MAX, sizeof *e->queue);
     e->batch = thaw_calloc(T, sizeof *e->batch);
@@ -245,8 +246,7 @@ struct mm_job {
     int n_parts, n_tok;
 };
 
-/* Split the rows of all parts (concatenated) evenly over the workers, in
- * blocks of 4 rows. */
+/* Chunk ci of nc of the rows of all parts (concatenated), in blocks of 4. */
 static void mm_run(void *arg, int wi, int nw)
 {
     struct mm_job *j = arg;
@@ -269,12 +269,23 @@ static void mm_run(void *arg, int wi, int nw)
     }
 }
 
+/* About 64 rows per chunk (a few per worker keeps them busy when one is
+ * descheduled), at most MAX_CHUNKS. */
+static int mm_chunks(const struct mm_job *j)
+{
+    long rows = 0;
+    for (int p = 0; p < j->n_parts; p++)
+        rows += j->part[p].w->rows;
+    long c = (rows + 63) / 64;
+    return c > MAX_CHUNKS ? MAX_CHUNKS : (int)c;
+}
+
 static void matmul(struct thaw_engine *e, int n_tok, const float *x, const struct eng_weight *w,
                    const struct eng_weight *bias, float *y, int ldy)
 {
     struct mm_job j = { .e = e, .n_tok = n_tok, .n_parts = 1 };
     j.part[0] = (struct mm_part){ w, bias, y, ldy, 0, x };
-    eng_pool_run(e->pool, mm_run, &j);
+    eng_pool_run(e->pool, mm_run, &j, mm_chunks(&j));
 }
 
 struct att_job {
@@ -362,7 +373,7 @@ static void forward(struct thaw_engine *e)
         j.part[0] = (struct mm_part){ &L->q, &L->q_bias, e->q, e->qd, 0, e->xb };
         j.part[1] = (struct mm_part){ &L->k, &L->k_bias, e->k, e->kvd, 0, e->xb };
         j.part[2] = (struct mm_part){ &L->v, &L->v_bias, e->v, e->kvd, 0, e->xb };
-        eng_pool_run(e->pool, mm_run, &j);
+        eng_pool_run(e->pool, mm_run, &j, mm_chunks(&j));
         for (int t = 0; t < N; t++) {
             const struct btok *bt = &e->batch[t];
             const float *cs = e->cos_t + (size_t)bt->pos * half, *sn = e->sin_t + (size_t)bt->pos * half;
@@ -375,7 +386,8 @@ static void forward(struct thaw_engine *e)
             memcpy(e->vcache + at, e->v + (size_t)t * e->kvd, (size_t)e->kvd * sizeof(float));
         }
         struct att_job aj = { e, l };
-        eng_pool_run(e->pool, att_run, &aj);
+        long items = (long)N * c->n_heads;
+        eng_pool_run(e->pool, att_run, &aj, items < MAX_CHUNKS ? (int)items : MAX_CHUNKS);
         matmul(e, N, e->att, &L->o, NULL, e->xb2, H);
         for (size_t i = 0; i < (size_t)N * H; i++)
             e->x[i] += e->xb2[i];
@@ -384,7 +396,7 @@ static void forward(struct thaw_engine *e)
         struct mm_job g = { .e = e, .n_tok = N, .n_parts = 2 };
         g.part[0] = (struct mm_part){ &L->gate, NULL, e->hb, I, 0, e->xb };
         g.part[1] = (struct mm_part){ &L->up, NULL, e->hb2, I, 0, e->xb };
-        eng_pool_run(e->pool, mm_run, &g);
+        eng_pool_run(e->pool, mm_run, &g, mm_chunks(&g));
         for (size_t i = 0; i < (size_t)N * I; i++) {
             float a = e->hb[i];
             e->hb[i] = a / (1.0f + expf(-a)) * e->hb2[i];

@@ -34,7 +34,7 @@ struct thaw_model {
 
 /* ---------------------------------------------------------------- thread pool */
 
-/* fn(arg, i, n): the i-th of n workers' share of one parallel job. */
+/* fn(arg, i, n): chunk i of the n chunks of one parallel job. */
 typedef void (*eng_job_fn)(void *arg, int i, int n);
 
 struct eng_pool;
@@ -42,8 +42,9 @@ struct eng_pool;
 int eng_pool_create(int n_threads, struct eng_pool **out) THAW_MUST_CHECK;
 void eng_pool_destroy(struct eng_pool *p);
 int eng_pool_size(const struct eng_pool *p);
-/* Run fn on every worker (the caller is worker 0) and wait for all. */
-void eng_pool_run(struct eng_pool *p, eng_job_fn fn, void *arg);
+/* Run chunks 0..n_chunks-1 of fn on the caller and the workers (each chunk
+ * exactly once, any thread) and wait for all. */
+void eng_pool_run(struct eng_pool *p, eng_job_fn fn, void *arg, int n_chunks);
 
 /* ---------------------------------------------------------------- kernels */
 
