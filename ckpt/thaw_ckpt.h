@@ -146,6 +146,60 @@ int thaw_ckpt_verify(const char *ckpt_dir) THAW_MUST_CHECK;
 int thaw_ckpt_check_chunk(const struct thaw_manifest *m, uint32_t p, uint32_t c,
                           const void *data, size_t len) THAW_MUST_CHECK;
 
+/* ---------------------------------------------------------------- GGUF import */
+
+struct thaw_gguf;
+
+/*
+ * Parse and validate a whole GGUF file (llama.cpp, versions 2 and 3) held in
+ * data[0..len): header, metadata keys of every type (arrays included, no
+ * nesting), tensor infos (at most 4 dims, known GGML types, sizes that fit
+ * the file, offsets aligned to general.alignment, no duplicates or overlaps).
+ * Every count, length and offset is checked against len; errors are
+ * THAW_EFORMAT (THAW_EVERSION, THAW_EDTYPE for unknown tensor types) with a
+ * message naming the field. name labels errors. data is borrowed and must
+ * outlive *out. Writes nothing. Thread-safe (no shared state).
+ */
+int thaw_gguf_parse(const void *data, size_t len, const char *name,
+                    struct thaw_gguf **out) THAW_MUST_CHECK;
+/* mmap path read-only and parse it; the mapping lives until thaw_gguf_close. */
+int thaw_gguf_open(const char *path, struct thaw_gguf **out) THAW_MUST_CHECK;
+/* Release a parsed file (NULL is a no-op). */
+void thaw_gguf_close(struct thaw_gguf *g);
+
+/* One tensor of a parsed GGUF file; pointers borrowed until thaw_gguf_close. */
+struct thaw_gguf_tensor {
+    const char *name; /* not NUL-terminated: name_len bytes */
+    size_t name_len;
+    uint32_t ggml_type;    /* ggml_type id (0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, 30 BF16...) */
+    const char *type_name; /* "Q4_1" */
+    int n_dims;
+    uint64_t ne[4];   /* GGUF order, fastest first: ne[0] = HF in_features */
+    const void *data; /* inside the file */
+    uint64_t bytes;
+};
+
+size_t thaw_gguf_n_tensors(const struct thaw_gguf *g);
+/* Tensor i in file order, or THAW_ENOTFOUND past the end. */
+int thaw_gguf_tensor(const struct thaw_gguf *g, size_t i,
+                     struct thaw_gguf_tensor *out) THAW_MUST_CHECK;
+
+/*
+ * Convert a GGUF model (architectures llama and qwen2; tensor types F32,
+ * F16, BF16, Q8_0, Q4_0, Q4_1, dequantized) into a Thaw checkpoint at
+ * out_dir. A Hugging Face folder is written beside out_dir (HF tensor names,
+ * llama's Q/K rows un-permuted back to HF's rotate_half layout, config.json,
+ * generation_config.json, and tokenizer.json / tokenizer_config.json rebuilt
+ * as transformers' GGUF import does from a byte-level BPE ("gpt2") or
+ * SentencePiece ("llama") vocabulary), handed to thaw_ckpt_convert with o
+ * (o->dtype keep: F16/BF16 stay, quantized and F32 tensors become F32) and
+ * removed, also on failure. Unsupported tensor types fail with THAW_EDTYPE
+ * naming the tensor; other architectures, tokenizer models and RoPE
+ * scalings with THAW_ENOTSUP. Nothing is left at out_dir on failure.
+ */
+int thaw_gguf_convert(const char *gguf_path, const char *out_dir,
+                      const struct thaw_convert_opts *o) THAW_MUST_CHECK;
+
 #ifdef __cplusplus
 }
 #endif

@@ -61,11 +61,17 @@ int cli_convert(int argc, char **argv)
         }
     }
     if (n_pos != 2) {
-        fprintf(stderr, "usage: thaw convert HF_DIR OUT_DIR [--dtype keep|bf16|f16|f32] "
-                        "[--partitions N] [--chunk SIZE] [--force] [--quiet]\n");
+        fprintf(stderr, "usage: thaw convert HF_DIR|MODEL.gguf OUT_DIR "
+                        "[--dtype keep|bf16|f16|f32] [--partitions N] [--chunk SIZE]\n"
+                        "       [--force] [--quiet]\n"
+                        "  A .gguf file (llama, qwen2; F32, F16, BF16, Q8_0, Q4_0, Q4_1)\n"
+                        "  is dequantized first; --dtype keep stores quantized tensors as F32.\n");
         return 2;
     }
-    int rc = thaw_ckpt_convert(pos[0], pos[1], &o);
+    size_t in_len = strlen(pos[0]);
+    int is_gguf = in_len > 5 && strcmp(pos[0] + in_len - 5, ".gguf") == 0;
+    int rc = is_gguf ? thaw_gguf_convert(pos[0], pos[1], &o)
+                     : thaw_ckpt_convert(pos[0], pos[1], &o);
     return rc ? cli_error("convert", rc) : 0;
 }
 
