@@ -45,6 +45,8 @@ static void print_stats(const char *uri, const struct thaw_load_stats *s)
 
 int cli_bench(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "engine") == 0)
+        return cli_bench_engine(argc, argv);
     if (argc < 3 || strcmp(argv[1], "load") != 0) {
         fprintf(stderr, "usage: thaw bench load CKPT [--to host|gpu] [--cold] [--json] "
                         "[--repeat N] [--verify] [--force-pread] [--force-buffered] "

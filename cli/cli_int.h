@@ -8,6 +8,7 @@ int cli_convert(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_verify(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_bench_engine(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_logits(int argc, char **argv);

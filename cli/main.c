@@ -12,10 +12,10 @@ static const struct {
     int (*fn)(int, char **);
     const char *help;
 } verbs[] = {
-    { "convert", cli_convert, "HF_DIR OUT_DIR [--dtype keep|bf16|f16|f32] [--partitions N]" },
+    { "convert", cli_convert, "HF_DIR|MODEL.gguf OUT_DIR [--dtype keep|bf16|f16|f32]" },
     { "inspect", cli_inspect, "CKPT                  JSON summary of a checkpoint" },
     { "verify", cli_verify, "CKPT                   check sizes and chunk checksums" },
-    { "bench", cli_bench, "load CKPT [--to host|gpu] [--cold] [--json] [--repeat N]" },
+    { "bench", cli_bench, "load CKPT [--to host|gpu] [--cold] [--json] | engine CKPT [--batch N]" },
     { "tokenize", cli_tokenize, "CKPT TEXT [--no-special]   JSON array of token ids" },
     { "generate", cli_generate, "CKPT --prompt TEXT [--chat] [--max-tokens N] [--temperature T]" },
     { "logits", cli_logits, "CKPT --ids 1,2,3 --out FILE.npy   logits at every position" },

@@ -9,6 +9,7 @@
  * was batched with. AVX2/FMA/F16C kernels are chosen at run time; the scalar
  * ones mirror their order of operations.
  */
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <sched.h>
@@ -238,8 +239,10 @@ void eng_cpu_init(void)
 {
     if (use_avx2 < 0) {
         __builtin_cpu_init();
-        use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                   __builtin_cpu_supports("f16c");
+        /* F16C through cpuid: clang's __builtin_cpu_supports lacks it. */
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+        use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     }
 }
 

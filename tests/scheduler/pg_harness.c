@@ -147,16 +147,8 @@ int pg_harness_start(struct pg_harness *h, char *why, size_t why_len)
         snprintf(why, why_len, "initdb failed (see %s/initdb.log)", h->dir);
         return -1; /* keep the directory for the log */
     }
-    if (run_as(h,
-               "\"%s/pg_ctl\" -D \"%s/data\" -l \"%s/server.log\" -w -t 60 -s "
-               "-o \"-k %s -p %d -c listen_addresses= -c fsync=off "
-               "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200\" start",
-               h->bindir, h->dir, h->dir, h->dir, h->port) != 0) {
-        snprintf(why, why_len, "pg_ctl start failed");
-        log_tail(h, why, why_len);
+    if (pg_harness_server_start(h, why, why_len) != 0)
         goto fail;
-    }
-    h->running = 1;
     snprintf(h->url, sizeof h->url, "postgresql:///postgres?host=%s&port=%d&user=%s", h->dir,
              h->port, h->user);
     return 0;
@@ -164,6 +156,35 @@ int pg_harness_start(struct pg_harness *h, char *why, size_t why_len)
 fail:
     pg_harness_stop(h);
     return -1;
+}
+
+int pg_harness_server_start(struct pg_harness *h, char *why, size_t why_len)
+{
+    if (h->running)
+        return 0;
+    if (run_as(h,
+               "\"%s/pg_ctl\" -D \"%s/data\" -l \"%s/server.log\" -w -t 60 -s "
+               "-o \"-k %s -p %d -c listen_addresses= -c fsync=off "
+               "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200\" start",
+               h->bindir, h->dir, h->dir, h->dir, h->port) != 0) {
+        snprintf(why, why_len, "pg_ctl start failed");
+        log_tail(h, why, why_len);
+        return -1;
+    }
+    h->running = 1;
+    return 0;
+}
+
+int pg_harness_server_stop(struct pg_harness *h)
+{
+    if (!h->running)
+        return 0;
+    int rc = run_as(h, "\"%s/pg_ctl\" -D \"%s/data\" -m fast -w -t 60 -s stop >/dev/null 2>&1",
+                    h->bindir, h->dir);
+    if (rc != 0)
+        return -1;
+    h->running = 0;
+    return 0;
 }
 
 void pg_harness_stop(struct pg_harness *h)

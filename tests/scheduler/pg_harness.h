@@ -26,6 +26,15 @@ struct pg_harness {
  */
 int pg_harness_start(struct pg_harness *h, char *why, size_t why_len);
 
+/* Stop the server with `pg_ctl stop -m fast` (clients are disconnected),
+ * keeping its data: pg_harness_server_start starts it again on the same
+ * socket, so h->url connects again. 0 or -1. */
+int pg_harness_server_stop(struct pg_harness *h);
+
+/* Start a server stopped by pg_harness_server_stop (used by
+ * pg_harness_start too). 0, or -1 with why set. */
+int pg_harness_server_start(struct pg_harness *h, char *why, size_t why_len);
+
 /* Stop the server (immediate) and remove its directory. No-op when not
  * started; safe to call twice. */
 void pg_harness_stop(struct pg_harness *h);

@@ -254,8 +254,11 @@ static void t_pg_migrate(void)
         CHECK_STR_EQ(PQgetvalue(r, 0, 0), "1");
         PQclear(r);
     }
+    /* hosts_heartbeat_idx (0001) was dropped by 0003 for HOT heartbeats. */
     CHECK_EQ(q_long(c, "SELECT count(*) FROM pg_indexes WHERE indexname IN "
-                       "('replicas_checkpoint_idx', 'hosts_heartbeat_idx')"), 2);
+                       "('replicas_checkpoint_idx', 'reservations_expires_idx')"), 2);
+    CHECK_EQ(q_long(c, "SELECT count(*) FROM pg_indexes WHERE indexname ="
+                       " 'hosts_heartbeat_idx'"), 0);
     CHECK_EQ(q_long(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = "
                        "'hosts' AND column_name IN ('dram_to_gpu_bps', 'ssd_bps', "
                        "'network_bps', 'heartbeat')"), 4);

@@ -346,17 +346,13 @@ static void t_http(void)
     check_error(&b, "no live host");
     PQfinish(c);
 
-    /* PostgreSQL goes away: not ready, placement and extender say so. */
+    /* PostgreSQL goes away for good: still alive, and /readyz says why
+     * (test http_degraded covers placement without PostgreSQL). */
     pg_harness_stop(&pg);
     CHECK_EQ(http("/healthz", NULL, &b), 200);
-    CHECK_EQ(http("/readyz", NULL, &b), 503);
-    CHECK_EQ(http("/v1/placement", "{\"model\":\"s3://m/llama\"}", &b), 503);
-    check_error(&b, "PostgreSQL unavailable");
-    extender_args(args, sizeof args, "s3://m/llama");
-    CHECK_EQ(http("/filter", args, &b), 503);
-    j = parse(&b);
-    CHECK(strstr(json_string_value(json_object_get(j, "Error")), "PostgreSQL"));
-    json_decref(j);
+    long code = http("/readyz", NULL, &b);
+    CHECK(code == 200 || code == 503);
+    CHECK(strstr(b.buf, "PostgreSQL unavailable") != NULL);
 
     /* SIGTERM: a clean exit 0. */
     CHECK_EQ(kill(server_pid, SIGTERM), 0);
@@ -383,9 +379,313 @@ static void t_bad_port(void)
     CHECK_EQ(WEXITSTATUS(st), 2);
 }
 
+/* Seed three live hosts and a checkpoint; returns the connection. */
+static PGconn *seed_hosts(void)
+{
+    struct thaw_sched_migrate_report rep;
+    CHECK_OK(thaw_sched_migrate(pg.url, &rep));
+    PGconn *c = PQconnectdb(pg.url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    sql(c, "INSERT INTO checkpoints (uri, bytes) VALUES ('s3://m/llama', 20000000000),"
+           " ('s3://m/qwen', 10000000000)");
+    sql(c, "INSERT INTO hosts (address, gpu_free_bytes, heartbeat) VALUES"
+           " ('gpu-node-a', 800000000000, now()), ('gpu-node-b', 800000000000, now()),"
+           " ('gpu-node-c', 800000000000, now())");
+    return c;
+}
+
+/* POST a placement for model; returns its parsed reply (status 200). */
+static json_t *place(const char *model)
+{
+    char body[256];
+    struct body b;
+    snprintf(body, sizeof body, "{\"model\":\"%s\"}", model);
+    long code = http("/v1/placement", body, &b);
+    if (code != 200)
+        fprintf(stderr, "placement %s: %ld %s", model, code, b.buf);
+    CHECK_EQ(code, 200);
+    return parse(&b);
+}
+
+/* PostgreSQL stops under a running scheduler: every placement still
+ * succeeds, degraded, on the same host for the same model; the extender
+ * stays up; writes say 503 (agents retry). PostgreSQL starts again: the
+ * next requests are normal, with no restart. */
+static void t_http_degraded(void)
+{
+    const char *bin = bin_or_skip();
+    pg_start_or_skip();
+    PGconn *c = seed_hosts();
+    start_server(bin);
+    struct body b;
+
+    json_t *j = place("s3://m/llama");
+    CHECK(json_is_false(json_object_get(j, "degraded")));
+    json_decref(j);
+
+    CHECK_EQ(pg_harness_server_stop(&pg), 0);
+    PQfinish(c);
+    const char *want[2] = { NULL, NULL };
+    static const char *const models[2] = { "s3://m/llama", "s3://m/qwen" };
+    for (int i = 0; i < 20; i++) {
+        const char *model = models[i % 2];
+        j = place(model);
+        if (i < 2)
+            fprintf(stderr, "degraded: %s", json_dumps(j, JSON_COMPACT));
+        CHECK(json_is_true(json_object_get(j, "degraded")));
+        const char *reason = json_string_value(json_object_get(j, "reason"));
+        CHECK(reason && strstr(reason, "PostgreSQL unavailable"));
+        CHECK(strstr(reason, "3 known hosts"));
+        CHECK(json_is_null(json_object_get(j, "reservation_id")));
+        CHECK(json_is_integer(json_object_get(j, "host")));
+        CHECK_EQ(json_array_size(json_object_get(j, "candidates")), 3);
+        const char *addr = json_string_value(json_object_get(j, "address"));
+        CHECK(addr && strncmp(addr, "gpu-node-", 9) == 0);
+        if (!want[i % 2])
+            want[i % 2] = strdup(addr);
+        CHECK_STR_EQ(addr, want[i % 2]);
+        json_decref(j);
+    }
+    CHECK_EQ(http("/readyz", NULL, &b), 200);
+    CHECK(strncmp(b.buf, "degraded", 8) == 0);
+    /* The extender: every node passes, the hash's choice scores 10. */
+    char args[4096];
+    extender_args(args, sizeof args, "s3://m/llama");
+    CHECK_EQ(http("/filter", args, &b), 200);
+    j = parse(&b);
+    CHECK_EQ(json_array_size(json_object_get(j, "NodeNames")), 5);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "Error")), "");
+    json_decref(j);
+    CHECK_EQ(http("/prioritize", args, &b), 200);
+    j = parse(&b);
+    CHECK_EQ(json_array_size(j), 5);
+    int tens = 0;
+    for (size_t i = 0; i < 5; i++)
+        tens += json_integer_value(json_object_get(json_array_get(j, i), "Score")) == 10;
+    CHECK_EQ(tens, 1);
+    json_decref(j);
+    /* Writes cannot be done: 503, and the reporting host becomes known. */
+    CHECK_EQ(http("/v1/usage", "{\"activation_id\":\"a1\"}", &b), 503);
+    check_error(&b, "PostgreSQL unavailable");
+    CHECK_EQ(http("/v1/hosts/gpu-node-d/report", "{\"address\":\"gpu-node-d\"}", &b), 503);
+    CHECK_EQ(http("/v1/hosts/gpu-node-d/report", "{\"address\":7}", &b), 400);
+    j = place("s3://m/llama");
+    CHECK(strstr(json_string_value(json_object_get(j, "reason")), "4 known hosts"));
+    json_decref(j);
+    CHECK_EQ(http("/metrics", NULL, &b), 200);
+    CHECK(strstr(b.buf, "thaw_scheduler_degraded 1\n"));
+    CHECK(strstr(b.buf, "thaw_scheduler_placements_total{result=\"degraded\"} 21\n"));
+
+    /* Back: the next requests are normal, without restarting. */
+    char why[1024];
+    CHECK_EQ(pg_harness_server_start(&pg, why, sizeof why), 0);
+    CHECK_EQ(http("/readyz", NULL, &b), 200);
+    CHECK_STR_EQ(b.buf, "ok\n");
+    j = place("s3://m/llama");
+    CHECK(json_is_false(json_object_get(j, "degraded")));
+    CHECK(json_integer_value(json_object_get(j, "reservation_id")) >= 1);
+    json_decref(j);
+    CHECK_EQ(http("/v1/usage", "{\"activation_id\":\"a1\"}", &b), 200);
+    CHECK_EQ(http("/metrics", NULL, &b), 200);
+    CHECK(strstr(b.buf, "thaw_scheduler_degraded 0\n"));
+    CHECK(strstr(b.buf, "thaw_scheduler_pg_reconnects_total 1\n"));
+
+    /* Stopped again with no readiness probe in between: placements go
+     * degraded at once, and come back on their own after the backoff. */
+    CHECK_EQ(pg_harness_server_stop(&pg), 0);
+    j = place("s3://m/llama");
+    CHECK(json_is_true(json_object_get(j, "degraded")));
+    json_decref(j);
+    CHECK_EQ(pg_harness_server_start(&pg, why, sizeof why), 0);
+    int normal = 0;
+    for (int i = 0; i < 100 && !normal; i++) {
+        j = place("s3://m/llama");
+        normal = json_is_false(json_object_get(j, "degraded"));
+        json_decref(j);
+        if (!normal)
+            usleep(50 * 1000);
+    }
+    CHECK(normal);
+    free((void *)want[0]);
+    free((void *)want[1]);
+    stop_at_exit(); /* a passing case ends with _exit: no atexit */
+}
+
+/* A report as an agent sends it: two GPUs, DRAM and SSD, one replica,
+ * one instance with two sequences, one completed load. */
+static const char report_body[] =
+    "{\"address\":\"10.0.0.9:8081\","
+    "\"gpus\":[{\"total_bytes\":85899345920,\"free_bytes\":80000000000},"
+    "{\"total_bytes\":85899345920,\"free_bytes\":5000000000}],"
+    "\"dram\":{\"capacity_bytes\":549755813888,\"used_bytes\":20000000000},"
+    "\"ssd\":{\"capacity_bytes\":3840000000000,\"used_bytes\":120000000000},"
+    "\"bandwidth_bps\":{\"dram_to_gpu\":2.2e10,\"ssd\":6.5e9,\"network\":1.25e9},"
+    "\"replicas\":[{\"checkpoint\":\"s3://m/llama\",\"tier\":\"dram\",\"bytes\":20000000000,"
+    "\"state\":\"ready\"},{\"checkpoint\":\"s3://m/new\",\"tier\":\"ssd\",\"bytes\":7000000000,"
+    "\"checkpoint_bytes\":7000000000}],"
+    "\"instances\":[{\"id\":\"llama-1\",\"checkpoint\":\"s3://m/llama\",\"state\":\"busy\","
+    "\"sequences\":[{\"tokens_in\":512,\"tokens_out\":100},{\"tokens_in\":20,\"tokens_out\":3}]}],"
+    "\"completed_loads\":[{\"id\":\"l-1\",\"checkpoint\":\"s3://m/llama\",\"tier\":\"ssd\","
+    "\"bytes\":20000000000,\"ms\":4000}]}";
+
+struct bad_body {
+    const char *body;
+    const char *field;
+};
+
+static const struct bad_body bad_bodies[] = {
+    { "{}", "address" },
+    { "{\"address\":\"\"}", "address" },
+    { "{\"address\":\"x\",\"gpus\":{}}", "gpus" },
+    { "{\"address\":\"x\",\"gpus\":[{\"free_bytes\":-1}]}", "gpus[0].free_bytes" },
+    { "{\"address\":\"x\",\"gpus\":[{\"free_bytes\":9,\"total_bytes\":8}]}",
+      "gpus[0].free_bytes" },
+    { "{\"address\":\"x\",\"dram\":{\"capacity_bytes\":\"big\"}}", "dram.capacity_bytes" },
+    { "{\"address\":\"x\",\"bandwidth_bps\":{\"ssd\":-3}}", "bandwidth_bps.ssd" },
+    { "{\"address\":\"x\",\"replicas\":[3]}", "replicas[0]" },
+    { "{\"address\":\"x\",\"replicas\":[{\"checkpoint\":\"s3://m/llama\",\"tier\":\"tape\"}]}",
+      "replicas[0].tier" },
+    { "{\"address\":\"x\",\"replicas\":[{\"checkpoint\":\"s3://m/unknown\",\"tier\":\"ssd\","
+      "\"state\":\"loading\",\"bytes\":5}]}", "replicas[0].checkpoint_bytes" },
+    { "{\"address\":\"x\",\"instances\":[{\"id\":\"i\",\"checkpoint\":\"s3://m/llama\"}]}",
+      "instances[0].state" },
+    { "{\"address\":\"x\",\"instances\":[{\"id\":\"i\",\"checkpoint\":\"s3://m/llama\","
+      "\"state\":\"ready\",\"sequences\":[{\"tokens_in\":-5}]}]}",
+      "instances[0].sequences[0].tokens_in" },
+    { "{\"address\":\"x\",\"completed_loads\":[{\"id\":\"l\",\"checkpoint\":\"c\","
+      "\"tier\":\"ssd\",\"bytes\":1,\"ms\":0}]}", "completed_loads[0].ms" },
+    { "{\"address\":\"x\",\"completed_loads\":[{\"checkpoint\":\"c\"}]}",
+      "completed_loads[0].id" },
+};
+
+static void check_field(const struct body *b, const char *field)
+{
+    json_t *j = parse(b);
+    const char *f = json_string_value(json_object_get(j, "field"));
+    if (!f || strcmp(f, field) != 0)
+        fprintf(stderr, "want field %s: %s", field, b->buf);
+    CHECK_STR_EQ(f, field);
+    CHECK(strstr(json_string_value(json_object_get(j, "error")), field) != NULL);
+    json_decref(j);
+}
+
+static void t_http_report_usage(void)
+{
+    const char *bin = bin_or_skip();
+    pg_start_or_skip();
+    PGconn *c = seed_hosts();
+    start_server(bin);
+    struct body b;
+
+    CHECK_EQ(http("/v1/hosts/gpu-node-z/report", report_body, &b), 200);
+    fprintf(stderr, "report: %s", b.buf);
+    json_t *j = parse(&b);
+    CHECK(json_is_true(json_object_get(j, "created")));
+    CHECK_EQ(json_integer_value(json_object_get(j, "loads_new")), 1);
+    /* The reported 6.5 GB/s, then the load's 5 GB/s: 0.2 * 5 + 0.8 * 6.5. */
+    json_t *bw = json_object_get(j, "bandwidth_bps");
+    CHECK_NEAR(json_real_value(json_object_get(bw, "ssd")), 6.2e9, 1);
+    CHECK_NEAR(json_real_value(json_object_get(bw, "dram_to_gpu")), 2.2e10, 1);
+    long id = (long)json_integer_value(json_object_get(j, "host_id"));
+    json_decref(j);
+    PGresult *r = PQexec(c, "SELECT id, address, n_gpus, gpu_free_bytes, dram_used, ssd_bytes,"
+                            " (SELECT count(*) FROM replicas WHERE host = h.id),"
+                            " (SELECT tokens_in + tokens_out FROM instances WHERE host = h.id),"
+                            " (SELECT n_running FROM instances WHERE host = h.id)"
+                            " FROM hosts h WHERE name = 'gpu-node-z'");
+    CHECK_EQ(PQntuples(r), 1);
+    CHECK_EQ(strtol(PQgetvalue(r, 0, 0), NULL, 10), id);
+    CHECK_STR_EQ(PQgetvalue(r, 0, 1), "10.0.0.9:8081");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 2), "2");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 3), "85000000000");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 4), "20000000000");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 5), "3840000000000");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 6), "2");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 7), "635");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 8), "2");
+    PQclear(r);
+
+    /* Retried: same host, nothing learned twice. */
+    CHECK_EQ(http("/v1/hosts/gpu-node-z/report", report_body, &b), 200);
+    j = parse(&b);
+    CHECK(json_is_false(json_object_get(j, "created")));
+    CHECK_EQ(json_integer_value(json_object_get(j, "host_id")), id);
+    CHECK_EQ(json_integer_value(json_object_get(j, "loads_new")), 0);
+    json_decref(j);
+    r = PQexec(c, "SELECT count(*) FROM load_samples");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "1");
+    PQclear(r);
+
+    /* The reported busy instance makes gpu-node-z warm for llama: the best. */
+    j = place("s3://m/llama");
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "address")), "10.0.0.9:8081");
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "tier")), "warm");
+    json_decref(j);
+
+    for (size_t i = 0; i < sizeof bad_bodies / sizeof bad_bodies[0]; i++) {
+        long code = http("/v1/hosts/gpu-node-y/report", bad_bodies[i].body, &b);
+        if (code != 400)
+            fprintf(stderr, "%s -> %ld %s", bad_bodies[i].body, code, b.buf);
+        CHECK_EQ(code, 400);
+        check_field(&b, bad_bodies[i].field);
+    }
+    CHECK_EQ(http("/v1/hosts/bad!name/report", "{\"address\":\"x\"}", &b), 400);
+    check_field(&b, "name");
+    CHECK_EQ(http("/v1/hosts/gpu-node-y/report", "{\"address\":\"10.0.0.9:8081\"}", &b), 400);
+    check_field(&b, "address");
+    CHECK_EQ(http("/v1/hosts/gpu-node-y/report", "[1]", &b), 400);
+    check_error(&b, "invalid JSON");
+    CHECK_EQ(http("/v1/hosts//report", "{}", &b), 404);
+    CHECK_EQ(http("/v1/hosts/gpu-node-y/report", NULL, &b), 405);
+    r = PQexec(c, "SELECT count(*) FROM hosts WHERE name = 'gpu-node-y'");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "0");
+    PQclear(r);
+
+    /* Usage: recorded once per activation. */
+    static const char usage[] =
+        "{\"activation_id\":\"act-9\",\"namespace\":\"guest\",\"action\":\"chat\","
+        "\"model\":\"s3://m/llama\",\"prompt_tokens\":40,\"completion_tokens\":60,"
+        "\"load_tier\":\"dram\",\"load_ms\":950.5,\"gpu_ms\":2100,\"cold\":true}";
+    CHECK_EQ(http("/v1/usage", usage, &b), 200);
+    j = parse(&b);
+    CHECK(json_is_true(json_object_get(j, "inserted")));
+    json_decref(j);
+    CHECK_EQ(http("/v1/usage", usage, &b), 200);
+    j = parse(&b);
+    CHECK(json_is_false(json_object_get(j, "inserted")));
+    json_decref(j);
+    r = PQexec(c, "SELECT count(*), sum(completion_tokens), bool_and(cold) FROM usage_ledger");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 0), "1");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 1), "60");
+    CHECK_STR_EQ(PQgetvalue(r, 0, 2), "t");
+    PQclear(r);
+    CHECK_EQ(http("/v1/usage", "{\"namespace\":\"x\"}", &b), 400);
+    check_field(&b, "activation_id");
+    CHECK_EQ(http("/v1/usage", "{\"activation_id\":\"a\",\"load_tier\":\"tape\"}", &b), 400);
+    check_field(&b, "load_tier");
+    CHECK_EQ(http("/v1/usage", "{\"activation_id\":\"a\",\"prompt_tokens\":-1}", &b), 400);
+    check_field(&b, "prompt_tokens");
+    CHECK_EQ(http("/v1/usage", "{\"activation_id\":\"a\",\"cold\":1}", &b), 400);
+    check_field(&b, "cold");
+
+    CHECK_EQ(http("/metrics", NULL, &b), 200);
+    CHECK(strstr(b.buf, "thaw_scheduler_host_reports_total{result=\"ok\"} 2\n"));
+    CHECK(strstr(b.buf, "thaw_scheduler_usage_records_total{result=\"ok\"} 1\n"));
+    CHECK(strstr(b.buf, "thaw_scheduler_usage_records_total{result=\"duplicate\"} 1\n"));
+    CHECK(strstr(b.buf, "thaw_scheduler_load_predictions_total 1\n"));
+    /* Predicted 20 GB at the reported 6.5 GB/s (3.08 s); took 4 s. */
+    CHECK(strstr(b.buf, "thaw_scheduler_load_prediction_error{stat=\"mean\"} -0.2307"));
+    CHECK(strstr(b.buf, "thaw_scheduler_requests_total{path=\"/v1/hosts/{name}/report\","
+                        "code=\"400\"}"));
+    PQfinish(c);
+    stop_at_exit(); /* a passing case ends with _exit: no atexit */
+}
+
 static const struct test_case cases[] = {
     { "bad_port", t_bad_port },
     { "http", t_http },
+    { "http_degraded", t_http_degraded },
+    { "http_report_usage", t_http_report_usage },
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""bench/sim_plot.py - turn the JSON of bench/sim.sh into a PNG and Markdown tables.
+
+    sim_plot.py DIR --png OUT.png --md REPORT.md
+
+DIR holds main-<trace>-<seed>.json, replicas<N>-<trace>-1.json,
+noewma-<trace>-1.json and off<B>-<trace>-<seed>.json (each is the output of
+`thaw simulate --json`). The tables replace whatever lies between the
+`<!-- sim:begin -->` and `<!-- sim:end -->` lines of REPORT.md; the rest of the
+file (setup, discussion) is left alone. A missing REPORT.md is created with the
+markers only.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TRACES = ["azure-conv", "azure-code", "azure-fn"]
+POLICIES = ["random", "rr", "openwhisk", "shepherd", "sllm", "thaw"]
+
+
+def load(pattern):
+    runs = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def by_policy(run):
+    return {p["policy"]: p for p in run["policies"]}
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_s(x):
+    if x != x:
+        return "-"
+    return f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def main_table(d, trace, runs):
+    lines = [
+        f"**{trace}** ({runs[0]['requests']} requests over {runs[0]['duration_s']:.0f} s, "
+        f"{len(runs)} seeds; medians over seeds, P99 range in brackets)",
+        "",
+        "| policy | startup P50 (s) | startup P99 (s) | e2e P50 (s) | e2e P99 (s) | cold starts "
+        "| warm % | GPU-h held | GPU-h busy | migrations | preemptions | est. MdAPE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pol in POLICIES:
+        rs = [by_policy(r)[pol] for r in runs if pol in by_policy(r)]
+        if not rs:
+            continue
+        p99 = [x["startup_p99_s"] for x in rs]
+        lines.append(
+            f"| {pol} | {fmt_s(med([x['startup_p50_s'] for x in rs]))} "
+            f"| {fmt_s(med(p99))} [{fmt_s(min(p99))}-{fmt_s(max(p99))}] "
+            f"| {fmt_s(med([x['e2e_p50_s'] for x in rs]))} "
+            f"| {fmt_s(med([x['e2e_p99_s'] for x in rs]))} "
+            f"| {med([x['cold_starts'] for x in rs]):.0f} "
+            f"| {med([100.0 * x['warm'] / max(1, x['completed']) for x in rs]):.1f} "
+            f"| {med([x['gpu_s'] / 3600 for x in rs]):.1f} "
+            f"| {med([x['busy_gpu_s'] / 3600 for x in rs]):.1f} "
+            f"| {med([x['migrations'] for x in rs]):.0f} "
+            f"| {med([x['preemptions'] for x in rs]):.0f} "
+            f"| {100 * med([x['est_mdape'] for x in rs]):.1f}% |"
+        )
+    return lines
+
+
+def ratios(runs, a, b="thaw"):
+    out = []
+    for r in runs:
+        p = by_policy(r)
+        if a in p and b in p and p[b]["startup_p99_s"] > 0:
+            out.append(p[a]["startup_p99_s"] / p[b]["startup_p99_s"])
+    return out
+
+
+def target_table(d):
+    lines = [
+        "| trace | random P99 / thaw P99: median [min-max] | target ≥ 4× | "
+        "sllm P99 / thaw P99: median [min-max] | target ≥ 1.3× | thaw est. MdAPE | target ≤ 15% |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in TRACES:
+        runs = d["main"].get(t, [])
+        if not runs:
+            continue
+        rr = ratios(runs, "random")
+        rs = ratios(runs, "sllm")
+        err = med([by_policy(r)["thaw"]["est_mdape"] for r in runs])
+        seeds_r = sum(x >= 4 for x in rr)
+        seeds_s = sum(x >= 1.3 for x in rs)
+        lines.append(
+            f"| {t} | {med(rr):.2f}× [{min(rr):.2f}-{max(rr):.2f}] "
+            f"| {'met' if med(rr) >= 4 else 'NOT met'} ({seeds_r}/{len(rr)} seeds) "
+            f"| {med(rs):.2f}× [{min(rs):.2f}-{max(rs):.2f}] "
+            f"| {'met' if med(rs) >= 1.3 else 'NOT met'} ({seeds_s}/{len(rs)} seeds) "
+            f"| {100 * err:.1f}% | {'met' if err <= 0.15 else 'NOT met'} |"
+        )
+    return lines
+
+
+def sensitivity_table(d):
+    lines = [
+        "| trace | SSD replicas | random P99 | sllm P99 | thaw P99 | random/thaw | sllm/thaw |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in TRACES:
+        for rep, runs in (("1", d["rep1"].get(t)), ("2 (default)", d["main1"].get(t)),
+                          ("8 (all hosts)", d["rep8"].get(t))):
+            if not runs:
+                continue
+            p = by_policy(runs[0])
+            th = p["thaw"]["startup_p99_s"]
+            lines.append(
+                f"| {t} | {rep} | {fmt_s(p['random']['startup_p99_s'])} "
+                f"| {fmt_s(p['sllm']['startup_p99_s'])} | {fmt_s(th)} "
+                f"| {p['random']['startup_p99_s'] / th:.2f}× | {p['sllm']['startup_p99_s'] / th:.2f}× |"
+            )
+    return lines
+
+
+def ewma_table(d):
+    lines = [
+        "| trace | policy | est. MdAPE, EWMA on | est. bias, EWMA on | est. MdAPE, EWMA off "
+        "| est. bias, EWMA off | loads compared |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in TRACES:
+        on = d["main1"].get(t)
+        off = d["noewma"].get(t)
+        if not on or not off:
+            continue
+        pon, poff = by_policy(on[0]), by_policy(off[0])
+        for pol in POLICIES:
+            lines.append(
+                f"| {t} | {pol} | {100 * pon[pol]['est_mdape']:.1f}% "
+                f"| {100 * pon[pol]['est_bias']:+.1f}% | {100 * poff[pol]['est_mdape']:.1f}% "
+                f"| {100 * poff[pol]['est_bias']:+.1f}% | {pon[pol]['est_n']} |"
+            )
+    return lines
+
+
+def ablation_table(d):
+    names = {1: "without histogram keep-alive/pre-warm", 2: "without cost-aware eviction (LRU)",
+             4: "without queue-before-scale-out"}
+    lines = [
+        "| trace | thaw variant | startup P99 (median over seeds) | sllm P99 / variant P99 (median) "
+        "| GPU-h held |",
+        "|---|---|---|---|---|",
+    ]
+    for t in TRACES:
+        runs = d["main"].get(t, [])
+        if not runs:
+            continue
+        lines.append(
+            f"| {t} | full | {fmt_s(med([by_policy(r)['thaw']['startup_p99_s'] for r in runs]))} "
+            f"| {med(ratios(runs, 'sllm')):.2f}× "
+            f"| {med([by_policy(r)['thaw']['gpu_s'] / 3600 for r in runs]):.1f} |"
+        )
+        for off in (1, 2, 4):
+            ab = d["off"].get((off, t), [])
+            if not ab:
+                continue
+            lines.append(
+                f"| {t} | {names[off]} "
+                f"| {fmt_s(med([by_policy(r)['thaw']['startup_p99_s'] for r in ab]))} "
+                f"| {med(ratios(ab, 'sllm')):.2f}× "
+                f"| {med([by_policy(r)['thaw']['gpu_s'] / 3600 for r in ab]):.1f} |"
+            )
+    return lines
+
+
+def plot(d, png):
+    fig, axes = plt.subplots(2, len(TRACES), figsize=(5.2 * len(TRACES), 7.5))
+    colors = ["#9e9e9e", "#bdbdbd", "#8d6e63", "#ffb74d", "#64b5f6", "#1565c0"]
+    for col, t in enumerate(TRACES):
+        runs = d["main"].get(t, [])
+        for row, (key, title) in enumerate((("startup", "startup latency"),
+                                            ("e2e", "end-to-end latency"))):
+            ax = axes[row][col]
+            if not runs:
+                ax.set_visible(False)
+                continue
+            xs = range(len(POLICIES))
+            p99 = [[by_policy(r)[p][f"{key}_p99_s"] for r in runs] for p in POLICIES]
+            p50 = [[by_policy(r)[p][f"{key}_p50_s"] for r in runs] for p in POLICIES]
+            m99 = [med(v) for v in p99]
+            err = [[m - min(v) for m, v in zip(m99, p99)], [max(v) - m for m, v in zip(m99, p99)]]
+            ax.bar(xs, m99, color=colors, yerr=err, capsize=3, label="P99 (median, min-max seeds)")
+            if key == "startup":
+                # Most requests find a warm instance (P50 = 0), so mark the mean.
+                mean = [med([by_policy(r)[p]["startup_mean_s"] for r in runs]) for p in POLICIES]
+                ax.plot(xs, mean, "kD", ms=5, label="mean")
+            else:
+                ax.plot(xs, [med(v) for v in p50], "kD", ms=5, label="P50")
+            ax.set_yscale("log")
+            ax.set_xticks(list(xs))
+            ax.set_xticklabels(POLICIES, rotation=30)
+            ax.set_title(f"{t}: {title}")
+            ax.set_ylabel("seconds (log)")
+            ax.grid(axis="y", alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
+    cfg = d["main"][TRACES[0]][0]
+    c = cfg["cluster"]
+    fig.suptitle(
+        f"thaw simulate: {c['hosts']}x{c['gpus_per_host']} GPUs ({c['gpu_gb']:.0f} GB), "
+        f"{cfg['models']} models 7B-70B, SSD {c['ssd_gbps']:.0f} GB/s, PCIe {c['pcie_gbps']:.0f} GB/s, "
+        f"NIC {c['nic_gbit']:.0f} Gb/s, store {c['store_gbit']:.0f} Gb/s, "
+        f"{cfg['replicas']} SSD replicas",
+        fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--png", required=True)
+    ap.add_argument("--md", required=True)
+    a = ap.parse_args()
+
+    d = {"main": {}, "main1": {}, "rep1": {}, "rep8": {}, "noewma": {}, "off": {}}
+    for t in TRACES:
+        d["main"][t] = load(os.path.join(a.dir, f"main-{t}-*.json"))
+        d["main1"][t] = load(os.path.join(a.dir, f"main-{t}-1.json"))
+        d["rep1"][t] = load(os.path.join(a.dir, f"replicas1-{t}-1.json"))
+        d["rep8"][t] = load(os.path.join(a.dir, f"replicas8-{t}-1.json"))
+        d["noewma"][t] = load(os.path.join(a.dir, f"noewma-{t}-1.json"))
+        for off in (1, 2, 4):
+            d["off"][(off, t)] = load(os.path.join(a.dir, f"off{off}-{t}-*.json"))
+    if not any(d["main"].values()):
+        raise SystemExit(f"sim_plot.py: no main-*.json in {a.dir}")
+
+    plot(d, a.png)
+
+    timing = ""
+    tpath = os.path.join(a.dir, "timing.txt")
+    if os.path.exists(tpath):
+        with open(tpath) as f:
+            timing = f.read().strip()
+    body = ["<!-- sim:begin -->", "<!-- generated by bench/sim_plot.py from bench/sim.sh; "
+            "do not edit by hand -->", ""]
+    body += ["### Targets", ""] + target_table(d) + [""]
+    body += ["### Results per trace", ""]
+    for t in TRACES:
+        if d["main"][t]:
+            body += main_table(d, t, d["main"][t]) + [""]
+    body += ["### Sensitivity: initial SSD replicas (seed 1)", ""] + sensitivity_table(d) + [""]
+    body += ["### Estimator error with and without EWMA (seed 1)", ""] + ewma_table(d) + [""]
+    body += ["### Ablation of the Thaw policy", ""] + ablation_table(d) + [""]
+    if timing:
+        body += [f"Run time: {timing}.", ""]
+    body += ["<!-- sim:end -->"]
+    gen = "\n".join(body)
+
+    if os.path.exists(a.md):
+        with open(a.md) as f:
+            text = f.read()
+        pat = re.compile(r"<!-- sim:begin -->.*?<!-- sim:end -->", re.S)
+        text = pat.sub(lambda _: gen, text) if pat.search(text) else text + "\n" + gen + "\n"
+    else:
+        text = "# thaw simulate\n\n" + gen + "\n"
+    with open(a.md, "w") as f:
+        f.write(text)
+    print(f"wrote {a.png} and {a.md}")
+
+
+if __name__ == "__main__":
+    main()
