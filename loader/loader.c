@@ -172,6 +172,14 @@ int loader_make_sink(struct thaw_loader *ld)
     return rc;
 }
 
+static void notify_meta(struct thaw_loader *ld)
+{
+    if (ld->o.on_meta && !ld->meta_notified) {
+        ld->meta_notified = 1;
+        ld->o.on_meta(ld->o.on_meta_arg, ld);
+    }
+}
+
 static int load_local(struct thaw_loader *ld, const char *dir)
 {
     double t0 = thaw_now_s();
@@ -179,6 +187,8 @@ static int load_local(struct thaw_loader *ld, const char *dir)
     if (rc == 0)
         rc = load_side_local(ld, dir);
     ld->st.manifest_s = thaw_now_s() - t0;
+    if (rc == 0)
+        notify_meta(ld);
     if (rc == 0)
         rc = build_plan(ld);
     if (rc == 0)
@@ -234,6 +244,8 @@ static int load_remote(struct thaw_loader *ld, const char *uri)
             rc = add_side(ld, thaw_manifest_file(ld->m, i), text, len);
     }
     ld->st.manifest_s = thaw_now_s() - t0;
+    if (rc == 0)
+        notify_meta(ld);
     if (rc == 0)
         rc = build_plan(ld);
     if (rc == 0)

@@ -45,6 +45,7 @@ struct loader_cache;
 
 struct thaw_loader {
     struct thaw_loader_opts o;
+    int meta_notified;              /* o.on_meta was called */
     struct thaw_manifest *m;
     struct thaw_load_stats st;
     struct loader_sink *sink;       /* NULL for zero-copy DRAM host loads */

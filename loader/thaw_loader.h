@@ -37,6 +37,8 @@ const char *thaw_tier_name(enum thaw_tier t);
 
 enum thaw_load_target { THAW_LOAD_HOST, THAW_LOAD_GPU };
 
+struct thaw_loader;
+
 /* Zero means default for every field. */
 struct thaw_loader_opts {
     /* The pipeline unit is the checkpoint's checksum chunk (manifest
@@ -58,6 +60,13 @@ struct thaw_loader_opts {
     int force_buffered;     /* test hook: behave as if O_DIRECT were refused */
     int force_direct;       /* ignore page-cache residency: always O_DIRECT */
     int cold;               /* drop the files' pages from the page cache first (benchmarks) */
+    /* Called once when the manifest and side files are in, before any weight
+     * is read, on the loading thread: start work that needs only them (parse
+     * the tokenizer) so it overlaps the load. thaw_loader_manifest and
+     * thaw_loader_side_file work on ld during the call; if the load then
+     * fails, ld is freed, so copy what a background task keeps. */
+    void (*on_meta)(void *arg, const struct thaw_loader *ld);
+    void *on_meta_arg;
 };
 
 struct thaw_tier_stats {
@@ -85,7 +94,6 @@ struct thaw_load_stats {
     int resident_pct;         /* page-cache residency measured before a file load */
 };
 
-struct thaw_loader;
 
 /*
  * Load the checkpoint at uri (a directory path, file://DIR, http(s)://URL/

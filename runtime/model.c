@@ -200,6 +200,59 @@ static int parse_defaults(const json_t *d, struct rt_defaults *out)
     return rc;
 }
 
+/* The tokenizer is parsed on its own thread while the weights load: the
+ * loader hands over the side files before it reads any weight. */
+struct tok_job {
+    pthread_t th;
+    int started, rc;
+    char *tj, *cj, err[512];
+    size_t tl, cl;
+    struct thaw_tokenizer *tok;
+    double ms;
+};
+
+static void *tok_main(void *arg)
+{
+    struct tok_job *j = arg;
+    double t0 = thaw_now_s();
+    j->rc = thaw_tok_load(j->tj, j->tl, j->cj, j->cl, &j->tok);
+    if (j->rc)
+        snprintf(j->err, sizeof j->err, "%s", thaw_errmsg());
+    j->ms = (thaw_now_s() - t0) * 1e3;
+    return NULL;
+}
+
+static void on_meta(void *arg, const struct thaw_loader *ld)
+{
+    struct tok_job *j = arg;
+    const char *tj = thaw_loader_side_file(ld, "tokenizer.json", &j->tl);
+    const char *cj = thaw_loader_side_file(ld, "tokenizer_config.json", &j->cl);
+    if (!tj)
+        return; /* reported after the load */
+    /* Copies: if the load fails, the loader frees its side files. */
+    j->tj = thaw_malloc(j->tl + 1);
+    j->cj = cj ? thaw_malloc(j->cl + 1) : NULL;
+    if (!j->tj || (cj && !j->cj))
+        return;
+    memcpy(j->tj, tj, j->tl);
+    j->tj[j->tl] = 0;
+    if (cj) {
+        memcpy(j->cj, cj, j->cl);
+        j->cj[j->cl] = 0;
+    }
+    j->started = pthread_create(&j->th, NULL, tok_main, j) == 0;
+}
+
+static void tok_job_join(struct tok_job *j)
+{
+    if (j->started) {
+        pthread_join(j->th, NULL);
+        j->started = 0;
+    }
+    THAW_FREE(j->tj);
+    THAW_FREE(j->cj);
+}
+
 int rt_model_load(const json_t *card, const struct rt_config *cfg, struct rt_model **out)
 {
     *out = NULL;
@@ -224,24 +277,34 @@ int rt_model_load(const json_t *card, const struct rt_config *cfg, struct rt_mod
         rc = -ENOMEM;
         goto fail;
     }
-    struct thaw_loader_opts lo = { .cache_dir = cfg->cache_dir };
+    struct tok_job tj = { 0 };
+    struct thaw_loader_opts lo = { .cache_dir = cfg->cache_dir, .on_meta = on_meta,
+                                   .on_meta_arg = &tj };
     double t0 = thaw_now_s();
     if ((rc = thaw_loader_load(uri, &lo, &m->ld))) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", thaw_errmsg());
+        tok_job_join(&tj);
+        thaw_tok_destroy(tj.tok);
+        thaw_err_restore(rc, msg);
         thaw_err_ctx("loading %s", uri);
         goto fail;
     }
-    if ((rc = thaw_model_open(m->ld, &m->m))) {
+    double t_loaded = thaw_now_s();
+    rc = thaw_model_open(m->ld, &m->m);
+    double t_tok = thaw_now_s();
+    tok_job_join(&tj); /* usually done already */
+    m->tok = tj.tok;
+    if (rc) {
         thaw_err_ctx("%s", uri);
         goto fail;
     }
-    size_t tl = 0, cl = 0;
-    const char *tj = thaw_loader_side_file(m->ld, "tokenizer.json", &tl);
-    const char *cj = thaw_loader_side_file(m->ld, "tokenizer_config.json", &cl);
-    if (!tj) {
+    if (!thaw_loader_side_file(m->ld, "tokenizer.json", NULL)) {
         rc = THAW_FAIL(THAW_ENOTFOUND, "%s: the checkpoint has no tokenizer.json", uri);
         goto fail;
     }
-    if ((rc = thaw_tok_load(tj, tl, cj, cl, &m->tok))) {
+    if (tj.rc || !m->tok) {
+        rc = tj.rc ? thaw_err_restore(tj.rc, tj.err) : -ENOMEM;
         thaw_err_ctx("%s: tokenizer.json", uri);
         goto fail;
     }
@@ -260,9 +323,11 @@ int rt_model_load(const json_t *card, const struct rt_config *cfg, struct rt_mod
             json_object_set_new(m->tiers, thaw_tier_name((enum thaw_tier)t),
                                 json_integer((json_int_t)st->tier[t].bytes));
     THAW_LOG(THAW_LOG_INFO, "runtime", "model_loaded",
-             "uri=%s name=%s bytes=%llu load_ms=%.1f gbps=%.2f tier=%s method=%s", uri, m->name,
-             (unsigned long long)m->bytes, m->load_ms, m->load_gbps, m->main_tier,
-             st->method ? st->method : "?");
+             "uri=%s name=%s bytes=%llu load_ms=%.1f loader_ms=%.1f bind_ms=%.1f tokenizer_ms=%.1f "
+             "tokenizer_wait_ms=%.1f gbps=%.2f tier=%s method=%s", uri, m->name,
+             (unsigned long long)m->bytes, m->load_ms, (t_loaded - t0) * 1e3,
+             (t_tok - t_loaded) * 1e3, tj.ms, (thaw_now_s() - t_tok) * 1e3,
+             m->load_gbps, m->main_tier, st->method ? st->method : "?");
     *out = m;
     return 0;
 fail:

@@ -359,6 +359,49 @@ static void t_remote_http(void)
     fx_free(&f);
 }
 
+/* on_meta: called once with the manifest and side files, before any weight
+ * is fetched, for local and remote loads. */
+struct meta_seen {
+    int calls, bin_requests;
+    struct ts_http *srv;
+    size_t cfg_len;
+};
+
+static void meta_cb(void *arg, const struct thaw_loader *ld)
+{
+    struct meta_seen *m = arg;
+    m->calls++;
+    CHECK(thaw_loader_manifest(ld) != NULL);
+    CHECK(thaw_loader_side_file(ld, "config.json", &m->cfg_len) != NULL);
+    m->bin_requests = m->srv ? ts_http_bin_requests(m->srv) : -1;
+}
+
+static void t_on_meta(void)
+{
+    struct fixture f;
+    fx_make(&f);
+    struct meta_seen seen = { 0 };
+    struct thaw_loader_opts o = { .on_meta = meta_cb, .on_meta_arg = &seen };
+    struct thaw_loader *ld;
+    CHECK_OK(thaw_loader_load(f.ckpt, &o, &ld));
+    CHECK_EQ(seen.calls, 1);
+    CHECK(seen.cfg_len > 0);
+    thaw_loader_destroy(ld);
+    struct ts_http_opts so = { .root = f.root };
+    int port;
+    memset(&seen, 0, sizeof seen);
+    seen.srv = ts_http_start(&so, &port);
+    char *url = url_of(port, "ckpt/");
+    CHECK_OK(thaw_loader_load(url, &o, &ld));
+    CHECK_EQ(seen.calls, 1);
+    CHECK_EQ(seen.bin_requests, 0); /* no weight requested yet */
+    check_loaded(ld, &f, 0);
+    thaw_loader_destroy(ld);
+    ts_http_stop(seen.srv);
+    free(url);
+    fx_free(&f);
+}
+
 static void t_remote_faults(void)
 {
     struct fixture f;
@@ -589,6 +632,7 @@ static void t_gpu_absent(void)
 }
 
 static const struct test_case cases[] = {
+    { "on_meta", t_on_meta },
     { "file_uring", t_file_uring },
     { "file_pread_forced", t_file_pread_forced },
     { "file_buffered_forced", t_file_buffered_forced },
