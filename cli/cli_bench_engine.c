@@ -244,7 +244,7 @@ int cli_bench_engine(int argc, char **argv)
     if (rc)
         return cli_error(ckpt, rc);
     struct thaw_model *m;
-    if ((rc = thaw_model_open(ld, &m))) {
+    if ((rc = cli_model_open(ld, &m))) {
         thaw_loader_destroy(ld);
         return cli_error(ckpt, rc);
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli_int.h"
+#include "ckpt/thaw_ckpt.h"
 #include "engine/thaw_engine.h"
 #include "loader/thaw_loader.h"
 
@@ -18,6 +19,22 @@ struct loaded {
     struct thaw_model *m;
     struct thaw_tokenizer *tok; /* NULL when the checkpoint has no tokenizer.json */
 };
+
+int cli_model_open(const struct thaw_loader *ld, struct thaw_model **out)
+{
+    const struct thaw_manifest *man = thaw_loader_manifest(ld);
+    uint32_t n = thaw_manifest_n_partitions(man);
+    void **parts = thaw_calloc(n ? n : 1, sizeof *parts);
+    if (!parts)
+        return -ENOMEM;
+    for (uint32_t p = 0; p < n; p++)
+        parts[p] = thaw_loader_partition(ld, p, NULL);
+    struct thaw_model_source src = { .manifest = man, .partitions = parts };
+    src.config_json = thaw_loader_side_file(ld, "config.json", &src.config_len);
+    int rc = thaw_model_open(&src, out);
+    thaw_free(parts);
+    return rc;
+}
 
 static void unload(struct loaded *l)
 {
@@ -37,7 +54,7 @@ static int load(const char *uri, int want, struct loaded *l)
     if (rc)
         return cli_error(uri, rc);
     if (want & 1) {
-        if ((rc = thaw_model_open(l->ld, &l->m))) {
+        if ((rc = cli_model_open(l->ld, &l->m))) {
             unload(l);
             return cli_error(uri, rc);
         }

@@ -14,6 +14,12 @@ int cli_generate(int argc, char **argv);
 int cli_logits(int argc, char **argv);
 int cli_simulate(int argc, char **argv);
 
+struct thaw_loader;
+struct thaw_model;
+/* Bind the engine's model to a loaded checkpoint (its partitions and
+ * config.json). */
+int cli_model_open(const struct thaw_loader *ld, struct thaw_model **out);
+
 /* Print "thaw: <msg>" with the last error's message to stderr; returns 1. */
 int cli_error(const char *what, int rc);
 

@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "engine/engine_int.h"
-#include "loader/thaw_loader.h"
 
 static const struct {
     const char *arch, *model_type;
@@ -175,17 +174,22 @@ static int parse_config(json_t *root, struct thaw_model_config *c, int *sliding)
     return 0;
 }
 
-static int bind(const struct thaw_loader *ld, const char *name, int rows, int cols, int optional,
-                struct eng_weight *w, uint64_t *bytes)
+static int bind(const struct thaw_model_source *src, const char *name, int rows, int cols,
+                int optional, struct eng_weight *w, uint64_t *bytes)
 {
-    const struct thaw_tensor_info *ti;
-    void *p = thaw_loader_tensor(ld, name, &ti);
+    int64_t idx = thaw_manifest_find(src->manifest, name);
     memset(w, 0, sizeof *w);
-    if (!p) {
+    if (idx < 0) {
         if (optional)
             return 0;
         return THAW_FAIL(THAW_ENOTFOUND, "missing tensor %s", name);
     }
+    const struct thaw_tensor_info *ti = thaw_manifest_tensor(src->manifest, (size_t)idx);
+    if (ti->partition >= thaw_manifest_n_partitions(src->manifest) ||
+        !src->partitions[ti->partition])
+        return THAW_FAIL(THAW_EINVAL, "tensor %s: partition %u is not loaded", name,
+                         ti->partition);
+    const void *p = (const char *)src->partitions[ti->partition] + ti->offset;
     if (ti->dtype != THAW_DTYPE_F32 && ti->dtype != THAW_DTYPE_F16 && ti->dtype != THAW_DTYPE_BF16)
         return THAW_FAIL(THAW_EDTYPE, "tensor %s has dtype %s (F32, F16 or BF16 needed)", name,
                          thaw_dtype_name(ti->dtype));
@@ -213,11 +217,11 @@ static int bind(const struct thaw_loader *ld, const char *name, int rows, int co
     return 0;
 }
 
-int thaw_model_open(const struct thaw_loader *ld, struct thaw_model **out)
+int thaw_model_open(const struct thaw_model_source *src, struct thaw_model **out)
 {
     *out = NULL;
-    size_t len = 0;
-    const char *txt = thaw_loader_side_file(ld, "config.json", &len);
+    size_t len = src->config_len;
+    const char *txt = src->config_json;
     json_error_t jerr;
     json_t *root = NULL;
     if (txt) {
@@ -225,7 +229,7 @@ int thaw_model_open(const struct thaw_loader *ld, struct thaw_model **out)
         if (!root)
             return THAW_FAIL(THAW_EFORMAT, "config.json: line %d: %s", jerr.line, jerr.text);
     } else {
-        const char *mj = thaw_manifest_model_json(thaw_loader_manifest(ld));
+        const char *mj = thaw_manifest_model_json(src->manifest);
         root = mj ? json_loads(mj, 0, &jerr) : NULL;
         if (!root)
             return THAW_FAIL(THAW_EFORMAT, "checkpoint has no config.json and no model fields");
@@ -248,11 +252,11 @@ int thaw_model_open(const struct thaw_loader *ld, struct thaw_model **out)
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = bind(ld, "model.embed_tokens.weight", c->vocab, H, 0, &m->embed, &bytes)) ||
-        (rc = bind(ld, "model.norm.weight", 1, H, 0, &m->norm, &bytes)))
+    if ((rc = bind(src, "model.embed_tokens.weight", c->vocab, H, 0, &m->embed, &bytes)) ||
+        (rc = bind(src, "model.norm.weight", 1, H, 0, &m->norm, &bytes)))
         goto fail;
     embed_bytes = bytes;
-    if ((rc = bind(ld, "lm_head.weight", c->vocab, H, 1, &m->lm_head, &bytes)))
+    if ((rc = bind(src, "lm_head.weight", c->vocab, H, 1, &m->lm_head, &bytes)))
         goto fail;
     if (!m->lm_head.p) {
         if (!c->tied_embeddings) {
@@ -271,7 +275,7 @@ int thaw_model_open(const struct thaw_loader *ld, struct thaw_model **out)
 #define B(field, suffix, r, cl, opt)                                                   \
     do {                                                                               \
         snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                        \
-        if ((rc = bind(ld, n, r, cl, opt, &L->field, &bytes)))                         \
+        if ((rc = bind(src, n, r, cl, opt, &L->field, &bytes)))                         \
             goto fail;                                                                 \
     } while (0)
         B(attn_norm, "input_layernorm.weight", 1, H, 0);

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-struct thaw_loader;
+struct thaw_manifest;
 
 /* ================================================================ tokenizer */
 
@@ -141,13 +141,23 @@ struct thaw_model_config {
 
 struct thaw_model;
 
+/* Where a checkpoint's weights are: its manifest, the base address of each
+ * partition in host memory (as the loader placed them) and config.json. */
+struct thaw_model_source {
+    const struct thaw_manifest *manifest;
+    void *const *partitions;  /* [thaw_manifest_n_partitions] */
+    const char *config_json;  /* NULL: the manifest's model fields */
+    size_t config_len;
+};
+
 /*
- * Bind a model to a loaded checkpoint: parse its config (config.json side
- * file, else the manifest's model fields), check that every tensor exists with
- * the right shape and a float dtype (BF16/F16/F32), and keep pointers into
- * the loader's buffers (never copied). ld must outlive the model.
+ * Bind a model to loaded weights: parse its config (HF field names and
+ * defaults), check that every tensor exists with the right shape and a float
+ * dtype (BF16/F16/F32), and keep pointers into the partitions (never
+ * copied). The source's memory must outlive the model.
  */
-int thaw_model_open(const struct thaw_loader *ld, struct thaw_model **out) THAW_MUST_CHECK;
+int thaw_model_open(const struct thaw_model_source *src, struct thaw_model **out)
+    THAW_MUST_CHECK;
 void thaw_model_destroy(struct thaw_model *m);
 const struct thaw_model_config *thaw_model_config(const struct thaw_model *m);
 /* Bytes of weights read per decoded token (for bandwidth bounds). */

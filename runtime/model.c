@@ -8,6 +8,7 @@
 #include <string.h>
 #include <zip.h>
 
+#include "ckpt/thaw_ckpt.h"
 #include "runtime/runtime_int.h"
 
 #define CARD_MAX (1u << 20)
@@ -291,7 +292,21 @@ int rt_model_load(const json_t *card, const struct rt_config *cfg, struct rt_mod
         goto fail;
     }
     double t_loaded = thaw_now_s();
-    rc = thaw_model_open(m->ld, &m->m);
+    {
+        const struct thaw_manifest *man = thaw_loader_manifest(m->ld);
+        uint32_t np = thaw_manifest_n_partitions(man);
+        void **parts = thaw_calloc(np ? np : 1, sizeof *parts);
+        if (!parts) {
+            rc = -ENOMEM;
+        } else {
+            for (uint32_t p = 0; p < np; p++)
+                parts[p] = thaw_loader_partition(m->ld, p, NULL);
+            struct thaw_model_source src = { .manifest = man, .partitions = parts };
+            src.config_json = thaw_loader_side_file(m->ld, "config.json", &src.config_len);
+            rc = thaw_model_open(&src, &m->m);
+            thaw_free(parts);
+        }
+    }
     double t_tok = thaw_now_s();
     tok_job_join(&tj); /* usually done already */
     m->tok = tj.tok;

@@ -390,16 +390,22 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
         goto fail;
     }
     char ins[1024];
+    /* The first placement on a connection and every 256th after it also
+     * delete reservations that expired over an hour ago: they count for
+     * nothing, and the table would otherwise only grow. */
     snprintf(ins, sizeof ins,
              "INSERT INTO reservations (host, checkpoint, gpu_bytes, estimate_ms, reason,"
              " expires_at) VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
-             " RETURNING id; COMMIT",
-             host_id, ckpt_param, bytes, est_ms, reason, ttl);
+             " RETURNING id;%s COMMIT",
+             host_id, ckpt_param, bytes, est_ms, reason, ttl,
+             db->n_placed % 256 == 0 ? " DELETE FROM reservations WHERE expires_at < now() -"
+                                       " interval '1 hour';" : "");
     PQfreemem(reason);
     rc = exec_multi(c, ins, "inserting reservation", &r);
     if (rc < 0)
         goto fail;
     in_tx = 0; /* committed, or (on a failed COMMIT) rolled back */
+    db->n_placed++;
     res.reservation_id = scheduler_col_i64(r, 0, 0);
     PQclear(r);
     r = NULL;

@@ -16,7 +16,8 @@
 /* One connection to the locality store (thaw_sched_db_open). */
 struct thaw_sched_db {
     PGconn *conn;
-    int prepared;  /* the decision statements are prepared on conn (place.c) */
+    int prepared;       /* the decision statements are prepared on conn (place.c) */
+    uint64_t n_placed;  /* placements committed on conn: paces the expired-row cleanup */
 };
 
 /* One embedded migration: version from its NNNN_ prefix, ascending. */

@@ -118,7 +118,14 @@ static int open_model(struct fixture *f)
     struct thaw_loader_opts lo = { 0 };
     if ((rc = thaw_loader_load(f->ckpt, &lo, &f->ld)))
         return rc;
-    return thaw_model_open(f->ld, &f->m);
+    const struct thaw_manifest *man = thaw_loader_manifest(f->ld);
+    void *parts[8] = { 0 };
+    CHECK(thaw_manifest_n_partitions(man) <= 8);
+    for (uint32_t p = 0; p < thaw_manifest_n_partitions(man); p++)
+        parts[p] = thaw_loader_partition(f->ld, p, NULL);
+    struct thaw_model_source src = { .manifest = man, .partitions = parts };
+    src.config_json = thaw_loader_side_file(f->ld, "config.json", &src.config_len);
+    return thaw_model_open(&src, &f->m);
 }
 
 static void setup(struct fixture *f, const struct spec *s)

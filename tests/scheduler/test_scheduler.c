@@ -458,6 +458,24 @@ static void t_pg_place(void)
         CHECK_EQ(pl.gpu_bytes, (uint64_t)want_bytes);
     }
 
+    /* The first placement on a connection deletes reservations that
+     * expired over an hour ago, and keeps recently expired ones. */
+    {
+        pg_reset(c);
+        PQclear(q(c, PL_CKPT PL_HOST("remote", "") ");"
+                     "INSERT INTO reservations (host, checkpoint, gpu_bytes, expires_at)"
+                     " SELECT 1, 1, 1, now() - interval '2 hours' UNION ALL"
+                     " SELECT 1, 1, 1, now() - interval '1 minute'"));
+        struct thaw_sched_db *fresh = NULL;
+        CHECK_OK(thaw_sched_db_open(pg.url, &fresh));
+        struct thaw_sched_placement pl;
+        CHECK_OK(thaw_sched_place(fresh, "s3://m/llama", 0, NULL, &pl));
+        CHECK_EQ(q_long(c, "SELECT count(*) FROM reservations"), 2);
+        CHECK_EQ(q_long(c, "SELECT count(*) FROM reservations WHERE expires_at <"
+                           " now() - interval '1 hour'"), 0);
+        thaw_sched_db_close(fresh);
+    }
+
     /* KV cache bytes per expected token are reserved too, and the bad
      * arguments are refused. */
     pg_reset(c);
