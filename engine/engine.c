@@ -617,9 +617,9 @@ int thaw_engine_step(struct thaw_engine *e, const struct thaw_event **ev, size_t
             continue;
         struct seq *s = e->slots[e->batch[t].slot];
         int32_t tok;
-        float lp;
+        float lp = 0;
         rc = eng_sample(&s->sampling, e->logits + (size_t)r * e->V, e->V, s->tokens, s->n,
-                        s->n_prompt, &s->rng, &e->sbuf, &tok, &lp);
+                        s->n_prompt, &s->rng, &e->sbuf, &tok, s->logprobs ? &lp : NULL);
         if (!rc)
             rc = seq_push(s, tok);
         if (rc)

@@ -92,8 +92,9 @@ void eng_sample_buf_free(struct eng_sample_buf *b);
 /*
  * Apply penalties (repetition over all tokens; presence/frequency over the
  * generated ones, tokens[n_prompt..n)), temperature and top-k/top-p/min-p to
- * logits[vocab] (modified in place) and pick a token. *logprob gets its log
- * probability under the final distribution (greedy: the penalised softmax).
+ * logits[vocab] (modified in place) and pick a token. *logprob (logprob may
+ * be NULL: then greedy needs no softmax) gets its log probability under the
+ * final distribution (greedy: the penalised softmax).
  */
 int eng_sample(const struct thaw_sampling *s, float *logits, int vocab, const int32_t *tokens,
                size_t n, size_t n_prompt, struct eng_rng *rng, struct eng_sample_buf *b,

@@ -172,6 +172,10 @@ int eng_sample(const struct thaw_sampling *s, float *logits, int vocab, const in
     }
     if (!isfinite(mx))
         return THAW_FAIL(THAW_EINVAL, "logits are not finite (max %g)", (double)mx);
+    if (greedy && !logprob) { /* no distribution needed */
+        *token = best;
+        return 0;
+    }
     /* Softmax of logits / temperature. */
     double sum = 0;
     for (int i = 0; i < vocab; i++) {
@@ -181,7 +185,8 @@ int eng_sample(const struct thaw_sampling *s, float *logits, int vocab, const in
     }
     if (greedy) {
         *token = best;
-        *logprob = (float)(log(b->probs[best]) - log(sum));
+        if (logprob)
+            *logprob = (float)(log(b->probs[best]) - log(sum));
         return 0;
     }
     /* Candidates: top-k, then min-p and top-p over the normalised probs. */
@@ -235,6 +240,7 @@ int eng_sample(const struct thaw_sampling *s, float *logits, int vocab, const in
         }
     }
     *token = pick;
-    *logprob = (float)log(b->probs[pick] / mass);
+    if (logprob)
+        *logprob = (float)log(b->probs[pick] / mass);
     return 0;
 }
