@@ -251,7 +251,7 @@ int cli_generate(int argc, char **argv)
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
+        double d = 0;
         if (strcmp(a, "--chat") == 0) {
             chat = 1;
         } else if (strcmp(a, "--json") == 0) {

@@ -589,7 +589,7 @@ static int j_scheme(const json_t *o, const char *where, enum prepend_scheme *out
 
 static int add_norm(struct thaw_tokenizer *t, const json_t *o, size_t *cap)
 {
-    const char *type;
+    const char *type = NULL;
     int rc = j_type(o, "normalizer", &type);
     if (rc)
         return rc;
@@ -679,7 +679,7 @@ static int parse_behavior(const json_t *o, const char *where, enum split_behavio
 
 static int add_pre(struct thaw_tokenizer *t, const json_t *o, size_t *cap)
 {
-    const char *type;
+    const char *type = NULL;
     int rc = j_type(o, "pre_tokenizer", &type);
     if (rc)
         return rc;
@@ -756,7 +756,7 @@ static int add_pre(struct thaw_tokenizer *t, const json_t *o, size_t *cap)
 
 static int add_dec(struct thaw_tokenizer *t, const json_t *o, size_t *cap)
 {
-    const char *type;
+    const char *type = NULL;
     int rc = j_type(o, "decoder", &type);
     if (rc)
         return rc;
@@ -871,7 +871,7 @@ static int pair_id(const json_t *o, const char *key, const char *where, json_t *
 
 static int add_post(struct thaw_tokenizer *t, const json_t *o)
 {
-    const char *type;
+    const char *type = NULL;
     int rc = j_type(o, "post_processor", &type);
     if (rc)
         return rc;

@@ -319,9 +319,9 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
      * fresh snapshot. */
     char age[32];
     snprintf(age, sizeof age, "%.17g", params.max_heartbeat_age_s);
-    uint64_t ckpt_bytes, kv_bytes;
+    uint64_t ckpt_bytes = 0, kv_bytes = 0;
     size_t n_live;
-    size_t n_rows;
+    size_t n_rows = 0;
     rc = read_state(c, "thaw_state_place", checkpoint_uri, age, expected_tokens, o, &r, &n_rows,
                     &res.checkpoint_id, &ckpt_bytes, &kv_bytes);
     if (rc < 0)
@@ -474,9 +474,9 @@ int thaw_sched_rank_hosts(struct thaw_sched_db *db, const char *checkpoint_uri,
     /* No transaction: the state is one statement, so one snapshot; the
      * checkpoint row before it does not change under a ranking. Nothing is
      * locked or written. */
-    int64_t ckpt_id_v;
-    uint64_t ckpt_bytes, kv_bytes;
-    size_t n_rows;
+    int64_t ckpt_id_v = 0;
+    uint64_t ckpt_bytes = 0, kv_bytes = 0;
+    size_t n_rows = 0;
     rc = read_state(c, "thaw_state_all", checkpoint_uri, NULL, expected_tokens, o, &r, &n_rows,
                     &ckpt_id_v, &ckpt_bytes, &kv_bytes);
     if (rc < 0)

@@ -464,7 +464,7 @@ static enum MHD_Result serve_placement(struct scheduler_server *s, struct MHD_Co
         tokens = (uint64_t)json_integer_value(et);
     }
 
-    struct thaw_sched_db *db;
+    struct thaw_sched_db *db = NULL;
     struct thaw_sched_placement pl;
     double t0 = thaw_now_s();
     int rc = db_get(s, 0, &db);
@@ -570,7 +570,7 @@ static const struct thaw_sched_host_rank *find_host(const struct thaw_sched_host
 static int extender_rank(struct scheduler_server *s, const char *model,
                          struct thaw_sched_host_rank **hosts, size_t *n, char *msg, size_t msg_len)
 {
-    struct thaw_sched_db *db;
+    struct thaw_sched_db *db = NULL;
     *hosts = NULL;
     *n = 0;
     int rc = db_get(s, 0, &db);
@@ -1005,7 +1005,7 @@ static enum MHD_Result serve_report(struct scheduler_server *s, struct MHD_Conne
     }
     rc = thaw_sched_report_check(&p.rep, &res);
     if (rc == 0) {
-        struct thaw_sched_db *db;
+        struct thaw_sched_db *db = NULL;
         rc = db_get(s, 0, &db);
         if (rc == 0) {
             rc = thaw_sched_report_apply(db, &p.rep, &s->load_err, &res);
@@ -1096,7 +1096,7 @@ static enum MHD_Result serve_usage(struct scheduler_server *s, struct MHD_Connec
     u.completion_tokens = (uint32_t)completion;
     u.cold = json_is_true(cold);
 
-    struct thaw_sched_db *db;
+    struct thaw_sched_db *db = NULL;
     int inserted = 0;
     rc = db_get(s, 0, &db);
     if (rc == 0) {
@@ -1148,7 +1148,7 @@ out:
  * are known, so placements still succeed by hash; 503 when neither. */
 static enum MHD_Result serve_readyz(struct scheduler_server *s, struct MHD_Connection *conn)
 {
-    struct thaw_sched_db *db;
+    struct thaw_sched_db *db = NULL;
     int rc = db_get(s, 1, &db);
     if (rc == 0) {
         rc = scheduler_db_ping(db);
