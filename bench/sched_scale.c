@@ -67,8 +67,22 @@ static double pct(const double *sorted, size_t n, double p)
     return sorted[i < n ? i : n - 1];
 }
 
+/* With $SCHED_TRACE set, each decision's latency in order ("phase i ms"),
+ * to see whether the slow ones follow the periodic work. */
+static void trace(const char *phase, const double *ms, size_t n)
+{
+    const char *path = getenv("SCHED_TRACE");
+    FILE *f = path && path[0] ? fopen(path, "a") : NULL;
+    if (!f)
+        return;
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s %zu %.3f\n", phase, i, ms[i]);
+    fclose(f);
+}
+
 static void report(const char *what, double *ms, size_t n)
 {
+    trace(what[0] == 'p' ? "place" : "rank", ms, n);
     qsort(ms, n, sizeof ms[0], cmp_double);
     double sum = 0;
     for (size_t i = 0; i < n; i++)

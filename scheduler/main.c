@@ -18,15 +18,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: thaw-scheduler [--port N] [--pg URL]\n"
+    fprintf(f, "usage: thaw-scheduler [--port N] [--pg URL] [--state-file PATH]\n"
                "       thaw-scheduler --migrate [--pg URL]\n\n"
                "  --port N     HTTP port when $PORT is not set (default %d)\n"
                "  --migrate    apply pending schema migrations and exit\n"
                "  --pg URL     PostgreSQL connection URI (default: $THAW_PG_URL)\n"
+               "  --state-file PATH\n"
+               "               keep the known hosts here, so a restart while PostgreSQL\n"
+               "               is down still places by hash (default: $THAW_SCHED_STATE_FILE)\n"
                "  -h, --help   this help\n\n"
                "Endpoints: GET /healthz /readyz /metrics, POST /v1/placement,\n"
                "POST /filter /prioritize (kube-scheduler extender; pods name their\n"
-               "checkpoint in the annotation thaw.dev/model; node names are hosts.address).\n"
+               "checkpoint in the annotation thaw.dev/model; a node name is matched to\nhosts.name, else hosts.address).\n"
                "Runs until SIGTERM or SIGINT.\n",
             THAW_SCHED_DEFAULT_PORT);
 }
@@ -43,7 +46,7 @@ static long parse_port(const char *v)
 }
 
 /* Serve until SIGTERM or SIGINT; 0 on a clean stop. */
-static int serve(long port, const char *pg_url)
+static int serve(long port, const char *pg_url, const char *state_file)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -53,7 +56,7 @@ static int serve(long port, const char *pg_url)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     struct scheduler_server *srv;
-    int rc = scheduler_server_start((uint16_t)port, pg_url, &srv);
+    int rc = scheduler_server_start((uint16_t)port, pg_url, state_file, &srv);
     if (rc < 0) {
         fprintf(stderr, "thaw-scheduler: %s: %s\n", thaw_strerror(rc), thaw_errmsg());
         return 1;
@@ -72,6 +75,7 @@ int main(int argc, char **argv)
     int migrate = 0;
     long port = THAW_SCHED_DEFAULT_PORT;
     const char *pg_url = getenv("THAW_PG_URL");
+    const char *state_file = getenv("THAW_SCHED_STATE_FILE");
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -91,6 +95,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "thaw-scheduler: --port needs a number 1..65535\n");
                 return 2;
             }
+        } else if (strcmp(argv[i], "--state-file") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "thaw-scheduler: --state-file needs a path\n");
+                return 2;
+            }
+            state_file = argv[++i];
+        } else if (strncmp(argv[i], "--state-file=", 13) == 0) {
+            state_file = argv[i] + 13;
         } else if (strncmp(argv[i], "--pg=", 5) == 0) {
             pg_url = argv[i] + 5;
         } else {
@@ -112,7 +124,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         }
-        return serve(port, pg_url);
+        return serve(port, pg_url, state_file);
     }
 
     struct thaw_sched_migrate_report rep;

@@ -35,7 +35,7 @@
     " (h.gpu_free_bytes - coalesce(v.bytes, 0))::bigint AS avail,"                             \
     " extract(epoch FROM now() - h.heartbeat)::float8 AS age,"                                 \
     " coalesce(p.dram, 0)::bigint AS dram, coalesce(p.ssd, 0)::bigint AS ssd,"                 \
-    " w.host IS NOT NULL AS warm"                                                              \
+    " w.host IS NOT NULL AS warm, coalesce(h.name, '') AS name"                              \
     " FROM hosts h"                                                                            \
     " LEFT JOIN (SELECT host, sum(gpu_bytes) AS bytes FROM reservations"                       \
     "   WHERE expires_at > now() GROUP BY host) v ON v.host = h.id"                            \
@@ -60,7 +60,7 @@ static const struct {
      * no instance of it can only load it all from the network, so among
      * those with room ($3: the GPU bytes needed) only the $5 with the
      * fastest network ($4: the default for an unmeasured one) can rank
-     * among the best $5; the others are not sent. Column 10 counts the live
+     * among the best $5; the others are not sent. Column 11 counts the live
      * hosts. The estimator (estimate.c) must stay consistent with this:
      * with room and no local bytes, a host's estimate is bytes / network. */
     { "thaw_state_place",
@@ -126,11 +126,12 @@ static int prepare(struct thaw_sched_db *db)
     return 0;
 }
 
-/* Run prepared statement `name` expecting tuples; as scheduler_exec. */
+/* Run prepared statement `name` expecting tuples; as scheduler_exec.
+ * binary: results in PostgreSQL's binary format (see state_check). */
 static int exec_prepared(PGconn *c, const char *name, int n, const char *const *params,
-                         const char *what, PGresult **res)
+                         int binary, const char *what, PGresult **res)
 {
-    PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+    PGresult *r = PQexecPrepared(c, name, n, params, NULL, NULL, binary);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = THAW_FAIL(THAW_EPG, "%s: %s", what, PQresultErrorMessage(r));
         PQclear(r);
@@ -204,6 +205,79 @@ int scheduler_exec(PGconn *c, const char *sql, int n, const char *const *params,
     return 0;
 }
 
+/*
+ * The state rows come in PostgreSQL's binary format: at 1,000 hosts,
+ * printing and parsing 4,000 float8s as text cost more CPU (server and
+ * client together) than the rest of a ranking's row handling (perf:
+ * double_to_shortest_decimal, strtod). Binary int8/float8 are 8 bytes,
+ * big-endian; bool is one byte. The column types are checked once per
+ * result, so a schema change fails loudly instead of misreading bytes.
+ */
+#define OID_BOOL 16
+#define OID_INT8 20
+#define OID_TEXT 25
+#define OID_FLOAT8 701
+
+static const unsigned state_types[] = { OID_INT8, OID_TEXT, OID_FLOAT8, OID_FLOAT8,
+                                        OID_FLOAT8, OID_INT8, OID_FLOAT8, OID_INT8,
+                                        OID_INT8, OID_BOOL, OID_TEXT, OID_INT8 };
+
+static int state_check(const PGresult *r)
+{
+    int n = PQnfields(r);
+    for (int i = 0; i < n; i++) {
+        if (i >= (int)(sizeof state_types / sizeof state_types[0]) ||
+            PQftype(r, i) != state_types[i] || PQfformat(r, i) != 1)
+            return THAW_FAIL(THAW_EPG, "host state column %d (%s) has type %u, format %d;"
+                             " the schema and this build disagree", i, PQfname(r, i),
+                             PQftype(r, i), PQfformat(r, i));
+    }
+    if (n < 11)
+        return THAW_FAIL(THAW_EPG, "host state has %d columns, want 11 or 12", n);
+    return 0;
+}
+
+static uint64_t bin_u64(const PGresult *r, int row, int col)
+{
+    const unsigned char *b = (const unsigned char *)PQgetvalue(r, row, col);
+    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
+static int64_t bin_i64(const PGresult *r, int row, int col)
+{
+    return (int64_t)bin_u64(r, row, col);
+}
+
+static double bin_f64(const PGresult *r, int row, int col)
+{
+    uint64_t u = bin_u64(r, row, col);
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static int bin_bool(const PGresult *r, int row, int col)
+{
+    return !PQgetisnull(r, row, col) && PQgetlength(r, row, col) == 1 &&
+           PQgetvalue(r, row, col)[0] != 0;
+}
+
+/* A binary text column into dst (truncated to dst_len - 1 bytes): its
+ * bytes by length (libpq also NUL-terminates, but the format does not). */
+static void bin_text(char *dst, size_t dst_len, const PGresult *r, int row, int col)
+{
+    size_t n = (size_t)PQgetlength(r, row, col);
+    if (n >= dst_len)
+        n = dst_len - 1;
+    memcpy(dst, PQgetvalue(r, row, col), n);
+    dst[n] = 0;
+}
+
 /* The checkpoint registered as uri (*id, *ckpt_bytes), then state statement
  * `stmt` for it (age: the heartbeat bound, for thaw_state_place) into *r,
  * one row per host (*n_hosts); *kv_bytes is the GPU bytes of
@@ -215,7 +289,7 @@ static int read_state(PGconn *c, const char *stmt, const char *uri, const char *
                       uint64_t *kv_bytes)
 {
     const char *uri_param[1] = { uri };
-    int rc = exec_prepared(c, "thaw_ckpt", 1, uri_param, "reading checkpoint", r);
+    int rc = exec_prepared(c, "thaw_ckpt", 1, uri_param, 0, "reading checkpoint", r);
     if (rc < 0)
         return rc;
     if (PQntuples(*r) != 1) {
@@ -246,9 +320,14 @@ static int read_state(PGconn *c, const char *stmt, const char *uri, const char *
     snprintf(net, sizeof net, "%.17g", net_bps);
     snprintf(k, sizeof k, "%d", THAW_SCHED_PLACE_MAX_CANDIDATES);
     const char *params[5] = { ckpt_id, age, need, net, k };
-    rc = exec_prepared(c, stmt, age ? 5 : 1, params, "reading host state", r);
+    rc = exec_prepared(c, stmt, age ? 5 : 1, params, 1, "reading host state", r);
     if (rc < 0)
         return rc;
+    if ((rc = state_check(*r)) < 0) {
+        PQclear(*r);
+        *r = NULL;
+        return rc;
+    }
     *n_hosts = (size_t)PQntuples(*r);
     return 0;
 }
@@ -262,21 +341,22 @@ static int state_row(const PGresult *r, int row, uint64_t ckpt_bytes, uint64_t k
                      uint64_t *need)
 {
     const int k = 0; /* the first host column */
-    *avail = scheduler_col_i64(r, row, k + 5);
-    int warm = PQgetvalue(r, row, k + 9)[0] == 't';
+    *avail = bin_i64(r, row, k + 5);
+    int warm = bin_bool(r, row, k + 9);
     *need = warm ? kv_bytes : ckpt_bytes + kv_bytes;
     memset(h, 0, sizeof *h);
     memset(m, 0, sizeof *m);
-    m->host_id = scheduler_col_i64(r, row, k);
-    snprintf(m->address, sizeof m->address, "%s", PQgetvalue(r, row, k + 1));
+    m->host_id = bin_i64(r, row, k);
+    bin_text(m->address, sizeof m->address, r, row, k + 1);
+    bin_text(m->name, sizeof m->name, r, row, k + 10);
     h->address = m->address;
-    h->dram_to_gpu_bps = scheduler_col_f64(r, row, k + 2);
-    h->ssd_bps = scheduler_col_f64(r, row, k + 3);
-    h->network_bps = scheduler_col_f64(r, row, k + 4);
+    h->dram_to_gpu_bps = bin_f64(r, row, k + 2);
+    h->ssd_bps = bin_f64(r, row, k + 3);
+    h->network_bps = bin_f64(r, row, k + 4);
     h->gpu_free_bytes = *avail < 0 ? 0 : (uint64_t)*avail;
-    h->heartbeat_age_s = scheduler_col_f64(r, row, k + 6);
-    h->ckpt_dram_bytes = (uint64_t)scheduler_col_i64(r, row, k + 7);
-    h->ckpt_ssd_bytes = (uint64_t)scheduler_col_i64(r, row, k + 8);
+    h->heartbeat_age_s = bin_f64(r, row, k + 6);
+    h->ckpt_dram_bytes = (uint64_t)bin_i64(r, row, k + 7);
+    h->ckpt_ssd_bytes = (uint64_t)bin_i64(r, row, k + 8);
     h->warm = warm;
     return !(*avail < 0 || (uint64_t)*avail < *need);
 }
@@ -327,7 +407,7 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     if (rc < 0)
         goto fail;
     if (n_rows > 0) {
-        n_live = (size_t)scheduler_col_i64(r, 0, 10);
+        n_live = (size_t)bin_i64(r, 0, 11);
     } else {
         /* Nothing sent: no live host, or none with room. Which? */
         PQclear(r);

@@ -13,7 +13,8 @@
  *   POST /prioritize              kube-scheduler extender (ExtenderArgs -> HostPriorityList)
  *
  * The extender reads the checkpoint from the pod annotation thaw.dev/model
- * and maps a node name to the host whose hosts.address equals it. It
+ * and maps a node name to the host whose hosts.name equals it, else the one
+ * whose hosts.address does. It
  * answers only with NodeNames (configure the extender nodeCacheCapable).
  *
  * PostgreSQL down is a degraded mode, not an error (DESIGN.md): placement
@@ -29,6 +30,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -89,6 +91,7 @@ struct scheduler_server {
     struct thaw_sched_host_ref *known; /* last known live hosts (degraded placement) */
     size_t n_known, cap_known;
     double known_at;                   /* when known was read from PostgreSQL; 0 = never */
+    char *state_file;                  /* where known is kept across restarts; NULL: nowhere */
     struct thaw_sched_error_stats load_err; /* estimator vs completed loads */
     uint64_t requests[N_PATHS][N_CODES];
     uint64_t placements[N_RESULTS];
@@ -170,13 +173,86 @@ static void db_drop(struct scheduler_server *s, int rc)
     }
 }
 
+/*
+ * The known hosts survive a restart in state_file (JSON, written
+ * atomically whenever the list changes), so a scheduler that restarts
+ * while PostgreSQL is down still places by hash instead of answering 503.
+ * The file is a cache: unreadable or invalid, it is ignored with a warning.
+ */
+static void known_save(struct scheduler_server *s)
+{
+    if (!s->state_file)
+        return;
+    json_t *arr = json_array(), *o = NULL;
+    for (size_t i = 0; arr && i < s->n_known; i++)
+        json_array_append_new(arr, json_pack("{s:I, s:s}", "id", (json_int_t)s->known[i].host_id,
+                                             "address", s->known[i].address));
+    if (arr)
+        o = json_pack("{s:i, s:o}", "version", 1, "hosts", arr);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text || thaw_write_file_atomic(s->state_file, text, strlen(text)) < 0)
+        THAW_LOG(THAW_LOG_WARN, "scheduler", "state_save_failed", "file=%s msg=\"%s\"",
+                 s->state_file, text ? thaw_errmsg() : "out of memory");
+    free(text);
+}
+
+/* Load state_file into known (at start, before any request). */
+static void known_load(struct scheduler_server *s)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (!s->state_file || access(s->state_file, F_OK) != 0)
+        return;
+    if (thaw_read_file(s->state_file, 64u << 20, &text, &len) < 0) {
+        THAW_LOG(THAW_LOG_WARN, "scheduler", "state_load_failed", "file=%s msg=\"%s\"",
+                 s->state_file, thaw_errmsg());
+        return;
+    }
+    json_error_t err;
+    json_t *o = json_loadb(text, len, 0, &err);
+    thaw_free(text);
+    json_t *hosts = json_object_get(o, "hosts");
+    const char *bad = !o ? err.text
+                      : json_integer_value(json_object_get(o, "version")) != 1 ? "not version 1"
+                      : !json_is_array(hosts) ? "no \"hosts\" array" : NULL;
+    size_t n = bad ? 0 : json_array_size(hosts);
+    struct thaw_sched_host_ref *known = n ? thaw_calloc(n, sizeof *known) : NULL;
+    if (!bad && n && !known)
+        bad = "out of memory";
+    for (size_t i = 0; !bad && i < n; i++) {
+        json_t *h = json_array_get(hosts, i);
+        json_t *id = json_object_get(h, "id"), *addr = json_object_get(h, "address");
+        if (!json_is_integer(id) || !json_is_string(addr) || !json_string_length(addr) ||
+            json_string_length(addr) >= sizeof known[i].address) {
+            bad = "a host needs an integer \"id\" and an \"address\" of 1..127 bytes";
+            break;
+        }
+        known[i].host_id = (int64_t)json_integer_value(id);
+        snprintf(known[i].address, sizeof known[i].address, "%s", json_string_value(addr));
+    }
+    if (bad) {
+        THAW_LOG(THAW_LOG_WARN, "scheduler", "state_ignored", "file=%s msg=\"%s\"",
+                 s->state_file, bad);
+        thaw_free(known);
+    } else {
+        s->known = known;
+        s->n_known = s->cap_known = n > MAX_KNOWN_HOSTS ? MAX_KNOWN_HOSTS : n;
+        THAW_LOG(THAW_LOG_INFO, "scheduler", "state_loaded", "file=%s known_hosts=%zu",
+                 s->state_file, s->n_known);
+    }
+    json_decref(o);
+}
+
 /* Remember address as a known host (a report while PostgreSQL is down). */
 static void known_add(struct scheduler_server *s, int64_t id, const char *address)
 {
     for (size_t i = 0; i < s->n_known; i++)
         if (strcmp(s->known[i].address, address) == 0) {
-            if (id)
+            if (id && s->known[i].host_id != id) {
                 s->known[i].host_id = id;
+                known_save(s);
+            }
             return;
         }
     if (s->n_known == s->cap_known) {
@@ -195,6 +271,7 @@ static void known_add(struct scheduler_server *s, int64_t id, const char *addres
     memset(h, 0, sizeof *h);
     h->host_id = id;
     snprintf(h->address, sizeof h->address, "%s", address);
+    known_save(s);
 }
 
 /* Refresh the cached live hosts from db when they are older than
@@ -213,10 +290,14 @@ static void known_refresh(struct scheduler_server *s, struct thaw_sched_db *db)
     }
     if (n > MAX_KNOWN_HOSTS)
         n = MAX_KNOWN_HOSTS;
+    int changed = n != s->n_known ||
+                  (n && memcmp(hosts, s->known, n * sizeof *hosts) != 0);
     thaw_free(s->known);
     s->known = hosts;
     s->n_known = s->cap_known = n;
     s->known_at = now;
+    if (changed)
+        known_save(s);
 }
 
 static void count(struct scheduler_server *s, int path, unsigned code)
@@ -555,13 +636,74 @@ static json_t *node_names(json_t *args)
     return out;
 }
 
-static const struct thaw_sched_host_rank *find_host(const struct thaw_sched_host_rank *hosts,
-                                                    size_t n, const char *name)
+/*
+ * Node name -> host. A Kubernetes node name is matched against hosts.name
+ * (what host agents report under, /v1/hosts/{name}/report) first, then
+ * against hosts.address (hosts registered by address alone). Both lists
+ * are sorted once per request, so a 1,000-node request costs 1,000 binary
+ * searches rather than a million string compares.
+ */
+struct host_index {
+    const struct thaw_sched_host_rank **by_name, **by_addr;
+    size_t n_name, n_addr;
+};
+
+static int cmp_name(const void *a, const void *b)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(hosts[i].c.address, name) == 0)
-            return &hosts[i];
-    return NULL;
+    return strcmp((*(const struct thaw_sched_host_rank *const *)a)->c.name,
+                  (*(const struct thaw_sched_host_rank *const *)b)->c.name);
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+    return strcmp((*(const struct thaw_sched_host_rank *const *)a)->c.address,
+                  (*(const struct thaw_sched_host_rank *const *)b)->c.address);
+}
+
+/* -ENOMEM or 0; an empty index (n 0) is valid. */
+static int host_index_build(struct host_index *ix, const struct thaw_sched_host_rank *hosts,
+                            size_t n)
+{
+    memset(ix, 0, sizeof *ix);
+    if (!n)
+        return 0;
+    ix->by_name = thaw_calloc(n, sizeof *ix->by_name);
+    ix->by_addr = thaw_calloc(n, sizeof *ix->by_addr);
+    if (!ix->by_name || !ix->by_addr) {
+        thaw_free(ix->by_name);
+        thaw_free(ix->by_addr);
+        memset(ix, 0, sizeof *ix);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (hosts[i].c.name[0])
+            ix->by_name[ix->n_name++] = &hosts[i];
+        ix->by_addr[ix->n_addr++] = &hosts[i];
+    }
+    qsort(ix->by_name, ix->n_name, sizeof *ix->by_name, cmp_name);
+    qsort(ix->by_addr, ix->n_addr, sizeof *ix->by_addr, cmp_addr);
+    return 0;
+}
+
+static void host_index_free(struct host_index *ix)
+{
+    thaw_free(ix->by_name);
+    thaw_free(ix->by_addr);
+    memset(ix, 0, sizeof *ix);
+}
+
+static const struct thaw_sched_host_rank *find_host(const struct host_index *ix, const char *name)
+{
+    struct thaw_sched_host_rank key;
+    const struct thaw_sched_host_rank *kp = &key, *const *hit;
+    if (strlen(name) >= sizeof key.c.name)
+        return NULL; /* longer than any stored name or address */
+    snprintf(key.c.name, sizeof key.c.name, "%s", name);
+    snprintf(key.c.address, sizeof key.c.address, "%s", name);
+    hit = ix->n_name ? bsearch(&kp, ix->by_name, ix->n_name, sizeof *ix->by_name, cmp_name) : NULL;
+    if (!hit && ix->n_addr)
+        hit = bsearch(&kp, ix->by_addr, ix->n_addr, sizeof *ix->by_addr, cmp_addr);
+    return hit ? *hit : NULL;
 }
 
 /* Rank the hosts for model. Returns 0 (ranked), 1 (the checkpoint is not
@@ -616,6 +758,11 @@ static enum MHD_Result serve_filter(struct scheduler_server *s, struct MHD_Conne
     int rc = model ? extender_rank(s, model, &hosts, &n_hosts, msg, sizeof msg) : 1;
     json_t *pass = json_array(), *failed = json_object();
     unsigned code = 200;
+    struct host_index ix = { 0 };
+    if (rc == 0 && host_index_build(&ix, hosts, n_hosts) < 0) {
+        rc = -ENOMEM;
+        snprintf(msg, sizeof msg, "out of memory indexing %zu hosts", n_hosts);
+    }
     if (rc < 0) {
         code = 503;
         json_decref(pass);
@@ -631,7 +778,7 @@ static enum MHD_Result serve_filter(struct scheduler_server *s, struct MHD_Conne
                 json_array_append(pass, jn);
                 continue;
             }
-            const struct thaw_sched_host_rank *h = find_host(hosts, n_hosts, name);
+            const struct thaw_sched_host_rank *h = find_host(&ix, name);
             char why[256];
             if (!h) {
                 snprintf(why, sizeof why, "thaw: node is not a registered host");
@@ -655,6 +802,7 @@ static enum MHD_Result serve_filter(struct scheduler_server *s, struct MHD_Conne
                           "FailedNodes", failed, "FailedAndUnresolvableNodes", "Error",
                           rc == 2 ? "" : msg);
     ret = respond_json(s, conn, P_FILTER, code, o);
+    host_index_free(&ix);
     thaw_free(hosts);
     json_decref(names);
     json_decref(in);
@@ -674,6 +822,11 @@ static enum MHD_Result serve_prioritize(struct scheduler_server *s, struct MHD_C
     size_t n_hosts = 0;
     char msg[1024] = "";
     int rc = model ? extender_rank(s, model, &hosts, &n_hosts, msg, sizeof msg) : 1;
+    struct host_index ix = { 0 };
+    if (rc == 0 && host_index_build(&ix, hosts, n_hosts) < 0) {
+        rc = -ENOMEM;
+        snprintf(msg, sizeof msg, "out of memory indexing %zu hosts", n_hosts);
+    }
     if (rc < 0) {
         ret = respond_error(s, conn, P_PRIORITIZE, 503, "%s", msg);
         goto out;
@@ -685,7 +838,7 @@ static enum MHD_Result serve_prioritize(struct scheduler_server *s, struct MHD_C
     json_t *jn;
     json_array_foreach(names, i, jn) {
         const char *name = json_string_value(jn);
-        const struct thaw_sched_host_rank *h = name ? find_host(hosts, n_hosts, name) : NULL;
+        const struct thaw_sched_host_rank *h = name ? find_host(&ix, name) : NULL;
         if (h && h->state == THAW_SCHED_HOST_OK && h->c.est.startup_s < best)
             best = h->c.est.startup_s;
     }
@@ -713,7 +866,7 @@ static enum MHD_Result serve_prioritize(struct scheduler_server *s, struct MHD_C
         const char *name = json_string_value(jn);
         if (!name)
             continue;
-        const struct thaw_sched_host_rank *h = find_host(hosts, n_hosts, name);
+        const struct thaw_sched_host_rank *h = find_host(&ix, name);
         long score = 0;
         if (rc == 2) {
             score = i == hashed ? 10 : 0;
@@ -725,6 +878,7 @@ static enum MHD_Result serve_prioritize(struct scheduler_server *s, struct MHD_C
     }
     ret = respond_json(s, conn, P_PRIORITIZE, 200, list);
 out:
+    host_index_free(&ix);
     thaw_free(hosts);
     json_decref(names);
     json_decref(in);
@@ -1263,24 +1417,38 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-int scheduler_server_start(uint16_t port, const char *pg_url, struct scheduler_server **out)
+static char *dup_str(const char *v)
+{
+    size_t n = strlen(v) + 1;
+    char *p = thaw_malloc(n);
+    if (p)
+        memcpy(p, v, n);
+    return p;
+}
+
+int scheduler_server_start(uint16_t port, const char *pg_url, const char *state_file,
+                           struct scheduler_server **out)
 {
     if (!pg_url || !pg_url[0])
         return THAW_FAIL(THAW_EINVAL, "no PostgreSQL URL (--pg or THAW_PG_URL)");
     struct scheduler_server *s = thaw_calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    size_t n = strlen(pg_url) + 1;
-    s->pg_url = thaw_malloc(n);
-    if (!s->pg_url) {
+    s->pg_url = dup_str(pg_url);
+    s->state_file = state_file && state_file[0] ? dup_str(state_file) : NULL;
+    if (!s->pg_url || (state_file && state_file[0] && !s->state_file)) {
+        thaw_free(s->pg_url);
+        thaw_free(s->state_file);
         thaw_free(s);
         return -ENOMEM;
     }
-    memcpy(s->pg_url, pg_url, n);
+    known_load(s);
     s->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, port, NULL, NULL, handle, s,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
     if (!s->d) {
         int rc = THAW_FAIL(THAW_EIO, "cannot listen on port %u", (unsigned)port);
+        thaw_free(s->known);
+        thaw_free(s->state_file);
         thaw_free(s->pg_url);
         thaw_free(s);
         return rc;
@@ -1296,6 +1464,7 @@ void scheduler_server_stop(struct scheduler_server *s)
     MHD_stop_daemon(s->d);
     thaw_sched_db_close(s->db);
     thaw_free(s->known);
+    thaw_free(s->state_file);
     thaw_free(s->pg_url);
     thaw_free(s);
 }

@@ -192,6 +192,7 @@ struct thaw_sched_place_opts {
 struct thaw_sched_candidate {
     int64_t host_id;                   /* hosts.id */
     char address[128];                 /* hosts.address, truncated if longer */
+    char name[128];                    /* hosts.name ("" when unnamed), truncated */
     struct thaw_sched_estimate est;
 };
 

@@ -169,6 +169,15 @@ static void start_server(const char *bin)
     CHECK(!"thaw-scheduler did not answer /healthz within 10 s");
 }
 
+/* SIGTERM the running thaw-scheduler, wait for it, and start a new one. */
+static void restart_server(const char *bin)
+{
+    CHECK_EQ(kill(server_pid, SIGTERM), 0);
+    CHECK_EQ(waitpid(server_pid, NULL, 0), server_pid);
+    server_pid = -1;
+    start_server(bin);
+}
+
 /* ExtenderArgs like shared/data/knative/filter-request.json, with the
  * thaw.dev/model annotation when model is not NULL. */
 static void extender_args(char *out, size_t n, const char *model)
@@ -219,14 +228,19 @@ static void t_http(void)
     PGconn *c = PQconnectdb(pg.url);
     CHECK(PQstatus(c) == CONNECTION_OK);
     /* 20 GB checkpoint; a has it in DRAM (2 s), b loads remotely (20 s), c's
-     * GPU is full, the stale host has not beaten for an hour. */
+     * GPU is full, the stale host has not beaten for an hour. b is known to
+     * the extender by its name (as a host agent registers), the others by
+     * their address. A full decoy host's address is "gpu-node-b": names
+     * win over addresses, so the node gpu-node-b must be b, not the decoy. */
     sql(c, "INSERT INTO checkpoints (uri, bytes) VALUES ('s3://m/llama', 20000000000),"
            " ('s3://m/huge', 900000000000)");
-    sql(c, "INSERT INTO hosts (address, gpu_free_bytes, dram_to_gpu_bps, ssd_bps, network_bps,"
-           " heartbeat) VALUES ('gpu-node-a', 80000000000, 10e9, 2e9, 1e9, now()),"
-           " ('gpu-node-b', 80000000000, 10e9, 2e9, 1e9, now()),"
-           " ('gpu-node-c', 5000000000, 10e9, 2e9, 1e9, now()),"
-           " ('gpu-node-stale', 80000000000, 10e9, 2e9, 1e9, now() - interval '1 hour')");
+    sql(c, "INSERT INTO hosts (name, address, gpu_free_bytes, dram_to_gpu_bps, ssd_bps,"
+           " network_bps, heartbeat) VALUES (NULL, 'gpu-node-a', 80000000000, 10e9, 2e9, 1e9,"
+           " now()),"
+           " ('gpu-node-b', '10.0.0.2:8081', 80000000000, 10e9, 2e9, 1e9, now()),"
+           " (NULL, 'gpu-node-c', 5000000000, 10e9, 2e9, 1e9, now()),"
+           " (NULL, 'gpu-node-stale', 80000000000, 10e9, 2e9, 1e9, now() - interval '1 hour'),"
+           " ('decoy', 'gpu-node-b', 1000, 10e9, 2e9, 1e9, now())");
     sql(c, "INSERT INTO replicas (host, checkpoint, tier, bytes) SELECT h.id, c.id, 'dram',"
            " c.bytes FROM hosts h, checkpoints c WHERE h.address = 'gpu-node-a'"
            " AND c.uri = 's3://m/llama'");
@@ -416,12 +430,16 @@ static void t_http_degraded(void)
     const char *bin = bin_or_skip();
     pg_start_or_skip();
     PGconn *c = seed_hosts();
+    char state[1024];
+    snprintf(state, sizeof state, "%s/known-hosts.json", pg.dir);
+    CHECK_EQ(setenv("THAW_SCHED_STATE_FILE", state, 1), 0);
     start_server(bin);
     struct body b;
 
     json_t *j = place("s3://m/llama");
     CHECK(json_is_false(json_object_get(j, "degraded")));
     json_decref(j);
+    CHECK_EQ(access(state, F_OK), 0); /* the known hosts are kept on disk */
 
     CHECK_EQ(pg_harness_server_stop(&pg), 0);
     PQfinish(c);
@@ -476,6 +494,27 @@ static void t_http_degraded(void)
     CHECK(strstr(b.buf, "thaw_scheduler_degraded 1\n"));
     CHECK(strstr(b.buf, "thaw_scheduler_placements_total{result=\"degraded\"} 21\n"));
 
+    /* A restart while PostgreSQL is still down: the known hosts come back
+     * from the state file, the reporting host included, and the same
+     * model hashes to the same host. */
+    restart_server(bin);
+    CHECK_EQ(http("/readyz", NULL, &b), 200);
+    CHECK(strncmp(b.buf, "degraded", 8) == 0);
+    j = place("s3://m/llama");
+    CHECK(json_is_true(json_object_get(j, "degraded")));
+    CHECK(strstr(json_string_value(json_object_get(j, "reason")), "4 known hosts"));
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "address")), want[0]);
+    json_decref(j);
+    /* A damaged state file is ignored (with a warning), not fatal: nothing
+     * is known, so not ready. */
+    FILE *f = fopen(state, "w");
+    CHECK(f != NULL);
+    fputs("{\"version\":1,\"hosts\":[{\"id\":1}", f);
+    fclose(f);
+    restart_server(bin);
+    CHECK_EQ(http("/readyz", NULL, &b), 503);
+    CHECK(strstr(b.buf, "no host known"));
+
     /* Back: the next requests are normal, without restarting. */
     char why[1024];
     CHECK_EQ(pg_harness_server_start(&pg, why, sizeof why), 0);
@@ -489,6 +528,12 @@ static void t_http_degraded(void)
     CHECK_EQ(http("/metrics", NULL, &b), 200);
     CHECK(strstr(b.buf, "thaw_scheduler_degraded 0\n"));
     CHECK(strstr(b.buf, "thaw_scheduler_pg_reconnects_total 1\n"));
+    /* ...and rewrote the state file from PostgreSQL. */
+    char *text;
+    size_t len;
+    CHECK_OK(thaw_read_file(state, 1 << 20, &text, &len));
+    CHECK(strstr(text, "\"address\":\"gpu-node-a\""));
+    thaw_free(text);
 
     /* Stopped again with no readiness probe in between: placements go
      * degraded at once, and come back on their own after the backoff. */
