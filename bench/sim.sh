@@ -62,13 +62,23 @@ for trace in azure-conv azure-code azure-fn; do
     done
     "$thaw" simulate --trace "$trace" --seed 1 --no-ewma "${extra[@]}" --json \
         >"$out/noewma-$trace-1.json"
-    # Ablation of Thaw's parts, every seed.
-    for off in 1 2 4; do
+    # Ablation of Thaw's parts, every seed (24: both parts added for the
+    # tail, 8|16, off: the policy before them).
+    for off in 1 2 4 8 16 24; do
         for seed in $(seq 1 "$seeds"); do
             "$thaw" simulate --trace "$trace" --seed "$seed" --policy sllm,thaw --thaw-off "$off" \
                 "${extra[@]}" --json >"$out/off$off-$trace-$seed.json"
         done
     done
+    # Where the P95/P99 startup tail comes from (per-request CSVs).
+    if [ "$trace" != azure-fn ]; then
+        for seed in $(seq 1 "$seeds"); do
+            "$thaw" simulate --trace "$trace" --seed "$seed" --policy sllm,thaw "${extra[@]}" \
+                --details "$out/details-$trace-$seed" >/dev/null
+            "$thaw" simulate --trace "$trace" --seed "$seed" --policy thaw --thaw-off 24 \
+                "${extra[@]}" --details "$out/details24-$trace-$seed" >/dev/null
+        done
+    fi
 done
 end=$(date +%s.%N)
 echo "simulations: $(echo "$end - $start" | bc) s wall on $(nproc) cores" | tee "$out/timing.txt"

@@ -5,12 +5,15 @@
 
 DIR holds main-<trace>-<seed>.json, replicas<N>-<trace>-1.json,
 noewma-<trace>-1.json and off<B>-<trace>-<seed>.json (each is the output of
-`thaw simulate --json`). The tables replace whatever lies between the
+`thaw simulate --json`), and details-<trace>-<seed>-<policy>.csv and
+details24-<trace>-<seed>-thaw.csv (`--details`: where each request's startup
+went) for the tail breakdown. The tables replace whatever lies between the
 `<!-- sim:begin -->` and `<!-- sim:end -->` lines of REPORT.md; the rest of the
 file (setup, discussion) is left alone. A missing REPORT.md is created with the
 markers only.
 """
 import argparse
+import csv
 import glob
 import json
 import os
@@ -24,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 TRACES = ["azure-conv", "azure-code", "azure-fn"]
 POLICIES = ["random", "rr", "openwhisk", "shepherd", "sllm", "thaw"]
+OFFS = (1, 2, 4, 8, 16, 24)
 
 
 def load(pattern):
@@ -155,7 +159,8 @@ def ewma_table(d):
 
 def ablation_table(d):
     names = {1: "without histogram keep-alive/pre-warm", 2: "without cost-aware eviction (LRU)",
-             4: "without queue-before-scale-out"}
+             4: "without queue-before-scale-out", 8: "without reload-weighted eviction value",
+             16: "without wait-and-stage", 24: "without both (the policy before them)"}
     lines = [
         "| trace | thaw variant | startup P99 (median over seeds) | sllm P99 / variant P99 (median) "
         "| GPU-h held |",
@@ -170,7 +175,7 @@ def ablation_table(d):
             f"| {med(ratios(runs, 'sllm')):.2f}× "
             f"| {med([by_policy(r)['thaw']['gpu_s'] / 3600 for r in runs]):.1f} |"
         )
-        for off in (1, 2, 4):
+        for off in OFFS:
             ab = d["off"].get((off, t), [])
             if not ab:
                 continue
@@ -180,6 +185,62 @@ def ablation_table(d):
                 f"| {med(ratios(ab, 'sllm')):.2f}× "
                 f"| {med([by_policy(r)['thaw']['gpu_s'] / 3600 for r in ab]):.1f} |"
             )
+    return lines
+
+
+def tail_rows(paths):
+    """Pool the requests at or above each run's P95 and P99 startup."""
+    tails = {0.95: [], 0.99: []}
+    p99s = []
+    for path in paths:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        st = sorted(float(r["startup_s"]) for r in rows)
+        for q in tails:
+            cut = st[max(0, int(q * len(st) + 0.999999) - 1)]
+            tails[q] += [r for r in rows if float(r["startup_s"]) >= cut]
+        p99s.append(st[max(0, int(0.99 * len(st) + 0.999999) - 1)])
+    return tails, p99s
+
+
+def tail_table(a_dir):
+    lines = [
+        "| trace | policy | tail | requests (5 seeds) | 70B / 34B / ≤13B | load tier SSD / remote / DRAM "
+        "| time: load / GPU wait / model queue | no DRAM copy anywhere | device sharing (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    variants = (("sllm", "details-{t}-*-sllm.csv"), ("thaw before (off 24)", "details24-{t}-*-thaw.csv"),
+                ("thaw", "details-{t}-*-thaw.csv"))
+    for t in TRACES[:2]:
+        for name, pat in variants:
+            paths = sorted(glob.glob(os.path.join(a_dir, pat.format(t=t))))
+            if not paths:
+                continue
+            tails, _ = tail_rows(paths)
+            for q, rows in tails.items():
+                n = len(rows)
+                if not n:
+                    continue
+
+                def pct(k):
+                    return f"{100.0 * k / n:.0f}%"
+
+                size = [sum(r["params_b"] == b for r in rows) for b in ("70", "34")]
+                small = n - sum(size)
+                loaded = [r for r in rows if float(r["load_s"]) > 0]
+                tier = [sum(r["tier"] == x for r in loaded) for x in ("ssd", "remote", "dram")]
+                load = sum(float(r["load_s"]) for r in rows)
+                gpu = sum(float(r["gpu_wait_s"]) for r in rows)
+                pend = sum(float(r["pending_s"]) for r in rows)
+                tot = max(1e-9, sum(float(r["startup_s"]) for r in rows))
+                nodram = sum(int(r["dram_hosts"]) == 0 for r in loaded)
+                share = med([float(r["contention"]) for r in loaded])
+                lines.append(
+                    f"| {t} | {name} | ≥P{int(q * 100)} | {n} | {pct(size[0])} / {pct(size[1])} / "
+                    f"{pct(small)} | {pct(tier[0])} / {pct(tier[1])} / {pct(tier[2])} "
+                    f"| {100 * load / tot:.0f}% / {100 * gpu / tot:.0f}% / {100 * pend / tot:.0f}% "
+                    f"| {pct(nodram)} | {share:.2f} |"
+                )
     return lines
 
 
@@ -240,7 +301,7 @@ def main():
         d["rep1"][t] = load(os.path.join(a.dir, f"replicas1-{t}-1.json"))
         d["rep8"][t] = load(os.path.join(a.dir, f"replicas8-{t}-1.json"))
         d["noewma"][t] = load(os.path.join(a.dir, f"noewma-{t}-1.json"))
-        for off in (1, 2, 4):
+        for off in OFFS:
             d["off"][(off, t)] = load(os.path.join(a.dir, f"off{off}-{t}-*.json"))
     if not any(d["main"].values()):
         raise SystemExit(f"sim_plot.py: no main-*.json in {a.dir}")
@@ -255,6 +316,10 @@ def main():
     body = ["<!-- sim:begin -->", "<!-- generated by bench/sim_plot.py from bench/sim.sh; "
             "do not edit by hand -->", ""]
     body += ["### Targets", ""] + target_table(d) + [""]
+    tail = tail_table(a.dir)
+    if len(tail) > 2:
+        body += ["### What makes up the startup tail (LLM traces, requests pooled over seeds)", ""]
+        body += tail + [""]
     body += ["### Results per trace", ""]
     for t in TRACES:
         if d["main"][t]:

@@ -5,6 +5,7 @@
  * --shared DIR, else $THAW_SHARED, else the `shared` folder next to the
  * repository that holds this executable.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +36,13 @@ static void usage(FILE *f)
                "  --keep-alive S   baselines' keep-alive seconds (default 600)\n"
                "  --replicas N     initial SSD copies of each checkpoint (default 2)\n"
                "  --thaw-off BITS  ablation: 1 histogram keep-alive, 2 cost-aware eviction,\n"
-               "                   4 queue-before-scale-out (OR them)\n"
+               "                   4 queue-before-scale-out, 8 reload-weighted eviction value,\n"
+               "                   16 wait for GPUs with DRAM staging (OR them)\n"
                "  --noise S        lognormal sigma of transfer speed (default 0.15; <0: none)\n"
                "  --no-ewma        the estimator keeps its default bandwidths\n"
                "  --shared DIR     folder holding data/traces (default $THAW_SHARED or ../shared)\n"
-               "  --json           JSON on stdout instead of the table\n");
+               "  --json           JSON on stdout instead of the table\n"
+               "  --details PREFIX write PREFIX-<policy>.csv: where each request's startup went\n");
 }
 
 static int is_dir_with_traces(const char *dir)
@@ -93,6 +96,36 @@ static double arg_num(const char *opt, const char *v, int *bad)
     return d;
 }
 
+/* One CSV row per request: where its startup latency went (sim.h,
+ * struct thaw_sched_sim_req_detail), for the tail breakdown. */
+static int write_details(const char *prefix, const char *policy,
+                         const struct thaw_sched_sim_workload *w,
+                         const struct thaw_sched_sim_req_detail *d)
+{
+    static const char *how[] = { "warm", "slot", "join", "cold", "queue", "migrate", "prewarm",
+                                 "staged" };
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s-%s.csv", prefix, policy);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "thaw simulate: cannot write %s\n", path);
+        return -1;
+    }
+    fprintf(f, "req,arrival_s,model,params_b,n_gpus,startup_s,pending_s,attach_s,gpu_wait_s,"
+               "load_s,load_total_s,contention,how,tier,dram_hosts,dram_room\n");
+    for (size_t r = 0; r < w->n_reqs; r++) {
+        const struct thaw_sched_sim_request *q = &w->reqs[r];
+        const struct thaw_sched_sim_model *m = &w->models[q->model];
+        const struct thaw_sched_sim_req_detail *x = &d[r];
+        fprintf(f, "%zu,%.3f,%u,%g,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%s,%s,%d,%d\n", r,
+                q->arrival_s, q->model, m->params_b, m->n_gpus, x->startup_s, x->pending_s,
+                x->attach_s, x->gpu_wait_s, x->load_s, x->load_total_s, x->contention,
+                (unsigned)x->how < THAW_SCHED_SIM_N_HOW ? how[x->how] : "?",
+                thaw_sched_tier_name(x->tier), x->dram_hosts, x->dram_room);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 static void print_json(const struct thaw_sched_sim_workload *w,
                        const struct thaw_sched_sim_trace_opts *to,
                        const struct thaw_sched_sim_opts *so, const struct thaw_sched_sim_result *r,
@@ -114,7 +147,7 @@ static void print_json(const struct thaw_sched_sim_workload *w,
         const struct thaw_sched_sim_result *x = &r[i];
         printf("%s{\"policy\":\"%s\",\"completed\":%zu,\"warm\":%zu,\"cold_starts\":%zu,"
                "\"prewarms\":%zu,\"prefetches\":%zu,\"migrations\":%zu,\"preemptions\":%zu,"
-               "\"queued\":%zu,"
+               "\"queued\":%zu,\"staged\":%zu,"
                "\"loads_dram\":%zu,\"loads_ssd\":%zu,\"loads_remote\":%zu,"
                "\"startup_p50_s\":%.4f,\"startup_p99_s\":%.4f,\"startup_mean_s\":%.4f,"
                "\"e2e_p50_s\":%.4f,\"e2e_p99_s\":%.4f,\"gpu_s\":%.1f,\"busy_gpu_s\":%.1f,"
@@ -122,8 +155,8 @@ static void print_json(const struct thaw_sched_sim_workload *w,
                "\"wall_s\":%.3f}",
                i ? "," : "", thaw_sched_sim_policy_name(x->policy), x->n_completed, x->n_warm,
                x->n_cold_starts, x->n_prewarms, x->n_prefetches, x->n_migrations, x->n_preemptions,
-               x->n_queued, x->tier_loads[THAW_SCHED_TIER_DRAM], x->tier_loads[THAW_SCHED_TIER_SSD],
-               x->tier_loads[THAW_SCHED_TIER_REMOTE], x->startup_p50, x->startup_p99,
+               x->n_queued, x->n_staged, x->tier_loads[THAW_SCHED_TIER_DRAM],
+               x->tier_loads[THAW_SCHED_TIER_SSD], x->tier_loads[THAW_SCHED_TIER_REMOTE], x->startup_p50, x->startup_p99,
                x->startup_mean, x->e2e_p50, x->e2e_p99, x->gpu_s, x->busy_gpu_s, x->est_n,
                x->est_mdape, x->est_bias, x->sim_end_s, wall[i]);
     }
@@ -136,6 +169,7 @@ int cli_simulate(int argc, char **argv)
     struct thaw_sched_sim_opts so = { .seed = 1 };
     const char *policies = "all";
     const char *shared = NULL;
+    const char *details = NULL;
     int json = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -158,6 +192,8 @@ int cli_simulate(int argc, char **argv)
                 policies = v;
             else if (strcmp(a, "--shared") == 0)
                 shared = v;
+            else if (strcmp(a, "--details") == 0)
+                details = v;
             else if (strcmp(a, "--lengths") == 0)
                 to.lengths = v;
             else if (strcmp(a, "--seed") == 0)
@@ -250,6 +286,13 @@ int cli_simulate(int argc, char **argv)
     struct thaw_sched_sim_result res[THAW_SCHED_SIM_N_POLICIES];
     double wall[THAW_SCHED_SIM_N_POLICIES];
     size_t n = 0;
+    if (details) {
+        so.details = thaw_calloc(w->n_reqs ? w->n_reqs : 1, sizeof *so.details);
+        if (!so.details) {
+            thaw_sched_sim_workload_free(w);
+            return cli_error("allocating", -ENOMEM);
+        }
+    }
     for (int p = 0; p < THAW_SCHED_SIM_N_POLICIES; p++) {
         if (!want[p])
             continue;
@@ -259,8 +302,14 @@ int cli_simulate(int argc, char **argv)
         rc = thaw_sched_sim_run(w, &so, &res[n]);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (rc < 0) {
+            thaw_free(so.details);
             thaw_sched_sim_workload_free(w);
             return cli_error("simulating", rc);
+        }
+        if (details && write_details(details, thaw_sched_sim_policy_name(p), w, so.details) < 0) {
+            thaw_free(so.details);
+            thaw_sched_sim_workload_free(w);
+            return 1;
         }
         wall[n] = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
         if (res[n].n_completed != res[n].n_requests)
@@ -271,6 +320,8 @@ int cli_simulate(int argc, char **argv)
     }
 
     /* Report the effective configuration (defaults filled in). */
+    thaw_free(so.details);
+    so.details = NULL;
     struct thaw_sched_sim_opts eff = so;
     struct thaw_sched_sim_cluster *c = &eff.cluster;
     if (!c->n_hosts)

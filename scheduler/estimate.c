@@ -32,8 +32,29 @@ static double xfer_s(uint64_t bytes, double bps)
     return bytes ? (double)bytes / bps : 0.0;
 }
 
+void scheduler_estimate_reason(struct thaw_sched_estimate *e)
+{
+    if (e->tier == THAW_SCHED_TIER_WARM)
+        snprintf(e->reason, sizeof e->reason, "warm + queue %.3gs", e->queue_s);
+    else if (e->gpu_s > 0)
+        snprintf(e->reason, sizeof e->reason, "%s %.3gs%s %.3gs + queue %.3gs",
+                 thaw_sched_tier_name(e->tier), e->load_s,
+                 e->migrate ? " + migrate" : " + gpu wait", e->gpu_s, e->queue_s);
+    else
+        snprintf(e->reason, sizeof e->reason, "%s %.3gs + queue %.3gs",
+                 thaw_sched_tier_name(e->tier), e->load_s, e->queue_s);
+}
+
 void thaw_sched_estimate(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
                          const struct thaw_sched_params *p, struct thaw_sched_estimate *out)
+{
+    scheduler_estimate_numbers(h, ckpt_bytes, p, out);
+    scheduler_estimate_reason(out);
+}
+
+void scheduler_estimate_numbers(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
+                                const struct thaw_sched_params *p,
+                                struct thaw_sched_estimate *out)
 {
     static const struct thaw_sched_params zero;
     if (!p)
@@ -46,7 +67,6 @@ void thaw_sched_estimate(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
     if (h->warm) {
         out->tier = THAW_SCHED_TIER_WARM;
         out->startup_s = out->queue_s;
-        snprintf(out->reason, sizeof out->reason, "warm + queue %.3gs", out->queue_s);
         return;
     }
 
@@ -72,25 +92,39 @@ void thaw_sched_estimate(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
 
     /* GPU memory for the weights: move the running sequences elsewhere or
      * wait for them to finish, whichever is sooner. */
-    const char *gpu_why = "";
     if (h->gpu_free_bytes < ckpt_bytes) {
         double a = or_default(p->migrate_s_per_token, THAW_SCHED_MIGRATE_S_PER_TOKEN);
         double b = or_default(p->migrate_base_s, THAW_SCHED_MIGRATE_BASE_S);
         double migrate_s = a * (double)h->running_tokens + b;
         if (h->gpu_release_s > 0 && h->gpu_release_s < migrate_s) {
             out->gpu_s = h->gpu_release_s;
-            gpu_why = " + gpu wait";
         } else {
             out->gpu_s = migrate_s;
             out->migrate = 1;
-            gpu_why = " + migrate";
         }
     }
     out->startup_s = out->load_s + out->queue_s + out->gpu_s;
-    if (gpu_why[0])
-        snprintf(out->reason, sizeof out->reason, "%s %.3gs%s %.3gs + queue %.3gs",
-                 thaw_sched_tier_name(out->tier), out->load_s, gpu_why, out->gpu_s, out->queue_s);
-    else
-        snprintf(out->reason, sizeof out->reason, "%s %.3gs + queue %.3gs",
-                 thaw_sched_tier_name(out->tier), out->load_s, out->queue_s);
+}
+
+void thaw_sched_estimate_staged(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
+                                const struct thaw_sched_params *p,
+                                struct thaw_sched_estimate *out)
+{
+    static const struct thaw_sched_params zero;
+    if (!p)
+        p = &zero;
+    thaw_sched_estimate(h, ckpt_bytes, p, out);
+    if (h->warm || out->gpu_s <= 0 || out->migrate)
+        return;
+    /* While the GPUs free up, the host agent stages the bytes that are not
+     * in DRAM into its pool; only the DRAM -> GPU copy remains after. */
+    double dram_bps = or_default(h->dram_to_gpu_bps, or_default(p->default_dram_to_gpu_bps,
+                                                                THAW_SCHED_DRAM_TO_GPU_BPS));
+    uint64_t from_dram = h->ckpt_dram_bytes < ckpt_bytes ? h->ckpt_dram_bytes : ckpt_bytes;
+    double to_gpu_s = xfer_s(ckpt_bytes, dram_bps);
+    double stage_s = out->queue_s + out->load_s - xfer_s(from_dram, dram_bps);
+    out->startup_s = fmax(out->gpu_s, stage_s) + to_gpu_s;
+    snprintf(out->reason, sizeof out->reason,
+             "%s staged %.3gs during gpu wait %.3gs + dram->gpu %.3gs",
+             thaw_sched_tier_name(out->tier), stage_s, out->gpu_s, to_gpu_s);
 }

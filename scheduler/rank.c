@@ -32,10 +32,15 @@ size_t thaw_sched_rank(const struct thaw_sched_host *hosts, size_t n_hosts, uint
         if (!(hosts[i].heartbeat_age_s <= max_age))
             continue;
         out[n].host = i;
-        thaw_sched_estimate(&hosts[i], ckpt_bytes, p, &out[n].est);
+        scheduler_estimate_numbers(&hosts[i], ckpt_bytes, p, &out[n].est);
         n++;
     }
     if (n > 1)
         qsort(out, n, sizeof out[0], by_estimate);
+    /* Reasons are words for people: formatting one for each of 1,000 hosts
+     * cost more CPU than the estimates and the sort together (perf of
+     * bench/sched_scale.c), so only the leaders get one. */
+    for (size_t k = 0; k < n && k < THAW_SCHED_RANK_REASONS; k++)
+        scheduler_estimate_reason(&out[k].est);
     return n;
 }

@@ -60,4 +60,11 @@ int scheduler_one_of(const char *s, const char *const *names, size_t n);
  * thread of db. */
 int scheduler_db_ping(struct thaw_sched_db *db);
 
+/* thaw_sched_estimate in two halves: the numbers (reason left empty), and
+ * the reason from the numbers (rank.c formats it only for the leaders). */
+void scheduler_estimate_numbers(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
+                                const struct thaw_sched_params *p,
+                                struct thaw_sched_estimate *out);
+void scheduler_estimate_reason(struct thaw_sched_estimate *e);
+
 #endif /* SCHEDULER_INT_H */

@@ -194,7 +194,7 @@ static void known_save(struct scheduler_server *s)
     if (!text || thaw_write_file_atomic(s->state_file, text, strlen(text)) < 0)
         THAW_LOG(THAW_LOG_WARN, "scheduler", "state_save_failed", "file=%s msg=\"%s\"",
                  s->state_file, text ? thaw_errmsg() : "out of memory");
-    free(text);
+    free(text); /* json_dumps allocates with malloc */ /* checksrc: allow */
 }
 
 /* Load state_file into known (at start, before any request). */

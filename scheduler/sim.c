@@ -107,6 +107,10 @@ struct sreq {
     double first_start_s; /* first token of the first run: startup latency */
     int preempted;
     int warm;
+    int how;           /* enum thaw_sched_sim_how of its latest attach */
+    double pend_since; /* entered its model's queue */
+    double pend_s;     /* total time in that queue */
+    double attach_t;   /* given to its current instance */
 };
 
 struct sinst {
@@ -125,6 +129,12 @@ struct sinst {
     double ka_until;        /* Thaw: keep until (0: policy decides at idle) */
     uint32_t mig_stamp;     /* matches the pending hand-over event */
     int tier;               /* where its weights came from */
+    double load_start_s;    /* its load began (after any wait for GPUs) */
+    double ready_s;         /* it became ready */
+    double contention;      /* mean transfers sharing the device during its load */
+    int dram_hosts, dram_room; /* DRAM copies of its model when placed (detail only) */
+    int hostwait;   /* Thaw: waits for GPUs on its host, staging into DRAM meanwhile */
+    int staged_pin; /* it holds a pin on its staged DRAM copy */
 };
 
 struct sflow {
@@ -210,6 +220,12 @@ static double rng_normal(struct sim *s)
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 /* ------------------------------------------------------------- lists */
 
 static void list_push(struct sim *s, struct list *l, int r, int front)
@@ -246,6 +262,23 @@ static void list_remove(struct sim *s, struct list *l, int r)
     else
         l->tail = q->prev;
     q->prev = q->next = NONE;
+}
+
+/* Request r of model m joins (leaves) its model's queue; the time inside
+ * is kept for the per-request detail. */
+static void pend_push(struct sim *s, int m, int r, int front)
+{
+    struct sreq *q = &s->reqs[r];
+    q->state = R_PENDING;
+    q->inst = NONE;
+    q->pend_since = s->now;
+    list_push(s, &s->mrt[m].pending, r, front);
+}
+
+static void pend_remove(struct sim *s, int m, int r)
+{
+    list_remove(s, &s->mrt[m].pending, r);
+    s->reqs[r].pend_s += s->now - s->reqs[r].pend_since;
 }
 
 /* ------------------------------------------------------------- events */
@@ -440,7 +473,14 @@ static double keep_value(const struct sim *s, int h, int m, int from_gpu)
     double gap = predicted_next(s, m) - s->now;
     if (gap < 1.0)
         gap = 1.0;
-    double v = reload_s(s, h, m, from_gpu) / gap;
+    double rl = reload_s(s, h, m, from_gpu);
+    double v = rl / gap;
+    /* A reload costs more than its own seconds: every request that arrives
+     * while it runs waits too, so the waiting grows with the square of its
+     * length, and the long reloads (a 70B model from SSD: ~23 s) are the
+     * ones that make the P99. Weight by the reload time once more. */
+    if (!(s->o.thaw_off & THAW_SCHED_SIM_OFF_TAIL))
+        v *= rl;
     return from_gpu ? v / model_of(s, m)->n_gpus : v / (double)model_of(s, m)->bytes;
 }
 
@@ -764,6 +804,7 @@ static int inst_start_load(struct sim *s, int inst)
 {
     struct sinst *in = &s->insts[inst];
     in->state = I_LOADING;
+    in->load_start_s = s->now;
     int tier = tier_of(s, in->host, in->model);
     in->tier = tier;
     if (in->demand && in->mig_src == NONE)
@@ -771,32 +812,61 @@ static int inst_start_load(struct sim *s, int inst)
     return flow_start(s, F_LOAD, inst, in->host, in->model, tier);
 }
 
+/* Record where request r's startup went, as it first runs on inst. */
+static void detail_fill(struct sim *s, int r, int inst)
+{
+    if (!s->o.details)
+        return;
+    const struct sreq *q = &s->reqs[r];
+    const struct sinst *in = &s->insts[inst];
+    struct thaw_sched_sim_req_detail *d = &s->o.details[r];
+    double arr = s->w->reqs[r].arrival_s;
+    double a = q->attach_t;
+    d->startup_s = s->now - arr;
+    d->pending_s = q->pend_s;
+    d->attach_s = a - arr;
+    d->gpu_wait_s = fmax(0, fmin(in->load_start_s, s->now) - fmax(a, in->place_s));
+    d->load_s = fmax(0, fmin(in->ready_s, s->now) - fmax(a, in->load_start_s));
+    d->load_total_s = in->ready_s - in->load_start_s;
+    d->contention = in->contention;
+    d->how = q->how;
+    d->tier = in->tier;
+    d->dram_hosts = in->dram_hosts;
+    d->dram_room = in->dram_room;
+}
+
 /* Start request r on instance inst now (it is ready). */
 static int req_run(struct sim *s, int r, int inst, int warm)
 {
     struct sreq *q = &s->reqs[r];
     struct sinst *in = &s->insts[inst];
-    if (q->state == R_ATTACHED)
+    if (q->state == R_ATTACHED) {
         in->n_attached--;
-    else
+    } else {
         list_push(s, &in->reqs, r, 0);
+        q->attach_t = s->now;
+        q->how = warm ? THAW_SCHED_SIM_HOW_WARM : THAW_SCHED_SIM_HOW_SLOT;
+    }
     q->state = R_RUNNING;
     q->inst = inst;
     q->start_s = s->now;
     if (q->first_start_s < 0) {
         q->first_start_s = s->now;
         q->warm = warm;
+        detail_fill(s, r, inst);
     }
     set_active(s, in, +1);
     return ev_push(s, s->now + service_s(s, r), EV_DONE, r, q->gen);
 }
 
-static void req_attach(struct sim *s, int r, int inst)
+static void req_attach(struct sim *s, int r, int inst, int how)
 {
     struct sreq *q = &s->reqs[r];
     struct sinst *in = &s->insts[inst];
     q->state = R_ATTACHED;
     q->inst = inst;
+    q->attach_t = s->now;
+    q->how = how;
     in->n_attached++;
     list_push(s, &in->reqs, r, 0);
 }
@@ -891,6 +961,19 @@ static int choose_host(struct sim *s, int m, struct thaw_sched_estimate *est)
     return pick;
 }
 
+/* For the per-request detail: where the model of a new instance sat in
+ * DRAM when it was placed, and whether those hosts had room for it. */
+static void note_dram_copies(struct sim *s, int inst)
+{
+    struct sinst *in = &s->insts[inst];
+    for (int x = 0; x < s->n_hosts; x++) {
+        if (s->hosts[x].dram[in->model] == 1) {
+            in->dram_hosts++;
+            in->dram_room += host_room(s, x) >= in->n_gpus;
+        }
+    }
+}
+
 /* A new instance of m on host h with room, request r attached (r may be
  * NONE: a pre-warm). */
 static int place_on(struct sim *s, int m, int h, int r, const struct thaw_sched_estimate *est)
@@ -899,12 +982,13 @@ static int place_on(struct sim *s, int m, int h, int r, const struct thaw_sched_
     if (inst == NONE)
         return -ENOMEM;
     struct sinst *in = &s->insts[inst];
+    note_dram_copies(s, inst);
     inst_grab_gpus(s, inst, in->n_gpus);
     in->place_s = s->now;
     in->pred_s = est->startup_s;
     in->demand = r != NONE;
     if (r != NONE) {
-        req_attach(s, r, inst);
+        req_attach(s, r, inst, THAW_SCHED_SIM_HOW_COLD);
         s->res->n_cold_starts++;
     }
     return inst_start_load(s, inst);
@@ -931,12 +1015,13 @@ static double expected_release_s(const struct sim *s, int v)
 
 /* ServerlessLLM's live migration: make room for m on some host by moving
  * one running instance elsewhere, when the estimator prefers that to
- * waiting. Returns 1 when a migration started. */
-static int try_migrate(struct sim *s, int m, int r)
+ * waiting, and the start is expected before max_s. Returns 1 when a
+ * migration started. */
+static int try_migrate(struct sim *s, int m, int r, double max_s)
 {
     const struct thaw_sched_sim_model *mo = model_of(s, m);
     int nh = s->n_hosts;
-    double best_s = INFINITY;
+    double best_s = max_s;
     int best_h = NONE, best_v = NONE, best_d = NONE;
     struct thaw_sched_estimate best_est;
     memset(&best_est, 0, sizeof best_est);
@@ -1012,7 +1097,7 @@ static int try_migrate(struct sim *s, int m, int r)
     N->place_s = s->now;
     N->pred_s = best_est.startup_s;
     s->insts[best_v].waiter = n;
-    req_attach(s, r, n);
+    req_attach(s, r, n, THAW_SCHED_SIM_HOW_MIGRATE);
     s->res->n_cold_starts++;
     s->res->n_migrations++;
     return 1;
@@ -1060,11 +1145,9 @@ static int try_preempt(struct sim *s, int m, int r)
         int q = V->reqs.tail;
         list_remove(s, &V->reqs, q);
         s->reqs[q].gen++;
-        s->reqs[q].state = R_PENDING;
         s->reqs[q].preempted++;
-        s->reqs[q].inst = NONE;
         set_active(s, V, -1);
-        list_push(s, &s->mrt[vm].pending, q, 1);
+        pend_push(s, vm, q, 1);
         s->res->n_preemptions++;
     }
     V->ka_gen = ++s->stamp;
@@ -1111,6 +1194,140 @@ static int best_queue(const struct sim *s, int m, double *wait_out)
     return best;
 }
 
+/* ------------------------------------------------------------- waiting for GPUs */
+
+static int uses_staging(const struct sim *s)
+{
+    return is_thaw(s) && !(s->o.thaw_off & THAW_SCHED_SIM_OFF_STAGE);
+}
+
+/* The instance waiting for GPUs on host h, or NONE (at most one per host). */
+static int host_waiter(const struct sim *s, int h)
+{
+    for (int i = 0; i < s->n_insts; i++) {
+        const struct sinst *in = &s->insts[i];
+        if (in->state == I_WAIT_GPU && in->hostwait && in->host == h)
+            return i;
+    }
+    return NONE;
+}
+
+/* Expected seconds until n GPUs of host h are free or idle: now for those
+ * that are, the expected end of its requests (expected_release_s) for a
+ * GPU of a running instance, unknown (infinite) for one that is loading,
+ * migrating or has requests queued on it. */
+static double host_gpus_free_s(const struct sim *s, int h, int n)
+{
+    double t[256];
+    int k = 0;
+    const struct shost *H = &s->hosts[h];
+    for (int g = 0; g < s->n_gpus && k < 256; g++) {
+        int o = H->gpu_owner[g];
+        const struct sinst *in = o == NONE ? NULL : &s->insts[o];
+        if (!in || inst_idle(in))
+            t[k++] = 0;
+        else if (in->state == I_READY && in->mig_src == NONE && in->mig_dst == NONE &&
+                 in->n_attached == 0 && s->mrt[in->model].pending.head == NONE)
+            t[k++] = expected_release_s(s, o);
+        else
+            t[k++] = INFINITY;
+    }
+    if (k < n)
+        return INFINITY;
+    qsort(t, (size_t)k, sizeof t[0], cmp_double);
+    return t[n - 1];
+}
+
+/* Thaw: the host without room where model m would start soonest if its
+ * instance waited there for GPUs while the host agent stages the
+ * checkpoint into DRAM (thaw_sched_estimate_staged); NONE if none. */
+static int choose_wait_host(struct sim *s, int m, struct thaw_sched_estimate *est)
+{
+    const struct thaw_sched_sim_model *mo = model_of(s, m);
+    /* No migration on this path: waiting is what is being priced. */
+    struct thaw_sched_params p = { .migrate_base_s = 1e30 };
+    int best = NONE;
+    for (int h = 0; h < s->n_hosts; h++) {
+        if (host_room(s, h) >= mo->n_gpus || host_waiter(s, h) != NONE)
+            continue;
+        double t = host_gpus_free_s(s, h, mo->n_gpus);
+        if (!(t > 0) || t == INFINITY)
+            continue;
+        struct thaw_sched_host hh;
+        fill_host(s, h, m, 0, &hh);
+        hh.heartbeat_age_s = 0;
+        hh.gpu_release_s = t;
+        struct thaw_sched_estimate e;
+        thaw_sched_estimate_staged(&hh, mo->bytes, &p, &e);
+        if (best == NONE || e.startup_s < est->startup_s) {
+            best = h;
+            *est = e;
+        }
+    }
+    return best;
+}
+
+/* Start waiter inst's load once it has all its GPUs and its staging (if
+ * any) has landed in DRAM. */
+static int waiter_try(struct sim *s, int inst)
+{
+    struct sinst *in = &s->insts[inst];
+    struct shost *H = &s->hosts[in->host];
+    if (in->n_have < in->n_gpus || H->dram[in->model] == 2)
+        return 0;
+    if (in->staged_pin) {
+        H->dram_pins[in->model]--;
+        in->staged_pin = 0;
+    }
+    in->hostwait = 0;
+    return inst_start_load(s, inst);
+}
+
+/* Give waiting instances the GPUs that have come free on their hosts. */
+static int serve_waiters(struct sim *s)
+{
+    for (int i = 0; i < s->n_insts; i++) {
+        struct sinst *in = &s->insts[i];
+        if (in->state != I_WAIT_GPU || !in->hostwait || in->n_have >= in->n_gpus)
+            continue;
+        int room = host_room(s, in->host);
+        int need = in->n_gpus - in->n_have;
+        inst_grab_gpus(s, i, room < need ? room : need);
+        int rc = waiter_try(s, i);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A new instance of m on host h (without room now), request r attached:
+ * it takes the host's free and idle GPUs now and the rest as they free
+ * up, and the host stages the checkpoint into DRAM in the meantime. */
+static int place_wait(struct sim *s, int m, int h, int r, const struct thaw_sched_estimate *est)
+{
+    int inst = inst_new(s, m, h);
+    if (inst == NONE)
+        return -ENOMEM;
+    struct sinst *in = &s->insts[inst];
+    in->hostwait = 1;
+    note_dram_copies(s, inst);
+    int room = host_room(s, h);
+    inst_grab_gpus(s, inst, room < in->n_gpus ? room : in->n_gpus);
+    in->place_s = s->now;
+    in->pred_s = est->startup_s;
+    req_attach(s, r, inst, THAW_SCHED_SIM_HOW_STAGED);
+    s->res->n_cold_starts++;
+    s->res->n_staged++;
+    struct shost *H = &s->hosts[h];
+    if (H->dram[m] == 0) {
+        H->dram[m] = 2;
+        int rc = flow_start(s, F_PREFETCH, inst, h, m, tier_of(s, h, m));
+        if (rc < 0)
+            return rc;
+    }
+    return waiter_try(s, inst);
+}
+
 /* Serve request r of model m without waiting for anything to finish:
  * a ready instance with a free slot, a loading one with a free slot, or
  * a new instance on a host with room. Returns 1 when placed, 0 if not. */
@@ -1135,25 +1352,38 @@ static int dispatch_now(struct sim *s, int r, int m)
         const struct sinst *in = &s->insts[i];
         if ((in->state == I_LOADING || in->state == I_WAIT_GPU) && in->model == m &&
             in->mig_src == NONE && in->n_active + in->n_attached < s->o.max_batch) {
-            req_attach(s, r, i);
+            req_attach(s, r, i, in->demand ? THAW_SCHED_SIM_HOW_JOIN : THAW_SCHED_SIM_HOW_PREWARM);
             return 1;
         }
     }
-    struct thaw_sched_estimate est;
+    struct thaw_sched_estimate est, west;
     memset(&est, 0, sizeof est);
+    memset(&west, 0, sizeof west);
     int h = choose_host(s, m, &est);
-    if (h == NONE)
+    /* Thaw: a host that must first wait for GPUs may still be sooner, when
+     * it holds the checkpoint nearer (DRAM or SSD against the network). */
+    int wh = uses_staging(s) ? choose_wait_host(s, m, &west) : NONE;
+    if (wh != NONE && h != NONE && west.startup_s >= est.startup_s)
+        wh = NONE;
+    if (h == NONE && wh == NONE)
         return 0;
     if (is_thaw(s) && !(s->o.thaw_off & THAW_SCHED_SIM_OFF_QUEUE)) {
         /* Scale out only when a new instance is expected to start sooner
          * than a place in the queue of one that exists. */
         double wait;
         int q = best_queue(s, m, &wait);
-        if (q != NONE && wait < est.startup_s) {
-            req_attach(s, r, q);
+        if (q != NONE && wait < (wh != NONE ? west.startup_s : est.startup_s)) {
+            req_attach(s, r, q, THAW_SCHED_SIM_HOW_QUEUE);
             s->res->n_queued++;
             return 1;
         }
+    }
+    if (wh != NONE) {
+        /* Moving a running instance away may free GPUs sooner still. */
+        int rc = try_migrate(s, m, r, west.startup_s);
+        if (rc != 0)
+            return rc;
+        return place_wait(s, m, wh, r, &west) < 0 ? -ENOMEM : 1;
     }
     return place_on(s, m, h, r, &est) < 0 ? -ENOMEM : 1;
 }
@@ -1162,6 +1392,11 @@ static int dispatch_now(struct sim *s, int r, int m)
 static int drain_pending(struct sim *s)
 {
     size_t nm = s->w->n_models;
+    if (uses_staging(s)) {
+        int rc = serve_waiters(s);
+        if (rc < 0)
+            return rc;
+    }
     uint8_t stuck[1024];
     memset(stuck, 0, nm < sizeof stuck ? nm : sizeof stuck);
     for (;;) {
@@ -1177,12 +1412,12 @@ static int drain_pending(struct sim *s)
         if (m == NONE)
             return 0;
         int r = s->mrt[m].pending.head;
-        list_remove(s, &s->mrt[m].pending, r);
+        pend_remove(s, m, r);
         int rc = dispatch_now(s, r, m);
         if (rc < 0)
             return rc;
         if (rc == 0) {
-            list_push(s, &s->mrt[m].pending, r, 1);
+            pend_push(s, m, r, 1);
             stuck[m] = 1;
         }
     }
@@ -1334,23 +1569,20 @@ static int on_arrival(struct sim *s, int r)
     mr->inflight++;
     mr->idle_gen++;
     if (mr->pending.head != NONE) {
-        list_push(s, &mr->pending, r, 0);
-        s->reqs[r].state = R_PENDING;
+        pend_push(s, m, r, 0);
         return drain_pending(s);
     }
     int rc = dispatch_now(s, r, m);
     if (rc != 0)
         return rc < 0 ? rc : 0;
     if (uses_estimator(s))
-        rc = try_migrate(s, m, r);
+        rc = try_migrate(s, m, r, INFINITY);
     else if (s->o.policy == THAW_SCHED_SIM_SHEPHERD)
         rc = try_preempt(s, m, r);
     if (rc < 0)
         return rc;
-    if (rc == 0) {
-        s->reqs[r].state = R_PENDING;
-        list_push(s, &mr->pending, r, 0);
-    }
+    if (rc == 0)
+        pend_push(s, m, r, 0);
     return 0;
 }
 
@@ -1385,7 +1617,7 @@ static int on_done(struct sim *s, int r)
     }
     if (mr->pending.head != NONE && in->mig_dst == NONE) {
         int p = mr->pending.head;
-        list_remove(s, &mr->pending, p);
+        pend_remove(s, m, p);
         return req_run(s, p, inst, 0);
     }
     if (in->n_active == 0 && in->n_attached == 0) {
@@ -1417,9 +1649,7 @@ static int give_gpus(struct sim *s, int v)
         while (N->reqs.tail != NONE) {
             int q = N->reqs.tail;
             list_remove(s, &N->reqs, q);
-            s->reqs[q].state = R_PENDING;
-            s->reqs[q].inst = NONE;
-            list_push(s, &s->mrt[m].pending, q, 1);
+            pend_push(s, m, q, 1);
         }
         N->n_attached = 0;
         unload(s, n);
@@ -1440,6 +1670,7 @@ static int handover(struct sim *s, int v)
     D->mig_src = NONE;
     if (D->state == I_RESUME || D->state == I_READY) {
         D->state = I_READY;
+        D->ready_s = s->now;
         while (V->reqs.head != NONE) {
             int q = V->reqs.head;
             list_remove(s, &V->reqs, q);
@@ -1489,12 +1720,25 @@ static int on_load_done(struct sim *s, struct sflow *F)
     if (F->tier == THAW_SCHED_TIER_REMOTE)
         ssd_insert(s, F->host, F->model);
     dram_insert(s, F->host, F->model);
-    if (F->kind == F_PREFETCH)
-        return 0;
+    if (F->kind == F_PREFETCH) {
+        if (F->inst == NONE)
+            return 0;
+        /* Staged for an instance that waits for GPUs: keep the copy until
+         * they come. */
+        struct sinst *w = &s->insts[F->inst];
+        if (w->state != I_WAIT_GPU || !w->hostwait || w->host != F->host || w->model != F->model)
+            return 0;
+        if (H->dram[F->model] == 1 && w->n_have < w->n_gpus) {
+            H->dram_pins[F->model]++;
+            w->staged_pin = 1;
+        }
+        return waiter_try(s, F->inst);
+    }
 
     int inst = F->inst;
     struct sinst *in = &s->insts[inst];
     double actual = s->now - in->place_s;
+    in->contention = F->res == RES_NONE ? 1.0 : F->dev_bytes / F->bytes;
     if (in->demand && in->pred_s > 0) {
         struct thaw_sched_error_stats st = { 0 };
         double rel = thaw_sched_error_add(&st, in->pred_s, actual);
@@ -1516,6 +1760,7 @@ static int on_load_done(struct sim *s, struct sflow *F)
                        s->insts[in->mig_src].mig_stamp);
     }
     in->state = I_READY;
+    in->ready_s = s->now;
     while (in->n_attached > 0 && in->n_active < s->o.max_batch) {
         int q = NONE;
         for (int x = in->reqs.head; x != NONE; x = s->reqs[x].next) {
@@ -1533,7 +1778,7 @@ static int on_load_done(struct sim *s, struct sflow *F)
     struct smodel_rt *mr = &s->mrt[in->model];
     while (mr->pending.head != NONE && in->n_active < s->o.max_batch) {
         int p = mr->pending.head;
-        list_remove(s, &mr->pending, p);
+        pend_remove(s, in->model, p);
         if (req_run(s, p, inst, 0) < 0)
             return -ENOMEM;
     }
@@ -1552,12 +1797,6 @@ static int on_keepalive(struct sim *s, int inst, uint32_t gen)
 }
 
 /* ------------------------------------------------------------- run */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static double pct(const double *v, size_t n, double p)
 {
@@ -1692,6 +1931,8 @@ static int sim_init(struct sim *s, const struct thaw_sched_sim_workload *w)
         s->reqs[r].first_start_s = -1;
         out += w->reqs[r].out_tokens;
     }
+    if (s->o.details && nr)
+        memset(s->o.details, 0, nr * sizeof *s->o.details);
     s->mean_out_tokens = nr ? out / (double)nr : 0;
     s->mean_in_tokens = nr ? in / (double)nr : 0;
     return 0;

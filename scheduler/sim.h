@@ -25,7 +25,7 @@ enum thaw_sched_sim_policy {
     THAW_SCHED_SIM_OPENWHISK, /* home invoker = hash(model), step forward when full */
     THAW_SCHED_SIM_SHEPHERD,  /* round-robin + preempt the youngest running instance */
     THAW_SCHED_SIM_SLLM,      /* ServerlessLLM: least estimated startup + live migration */
-    THAW_SCHED_SIM_THAW,      /* SLLM + hybrid-histogram keep-alive, prefetch, eviction */
+    THAW_SCHED_SIM_THAW,      /* SLLM + histogram keep-alive, eviction, queueing, staging */
     THAW_SCHED_SIM_N_POLICIES,
 };
 
@@ -80,6 +80,36 @@ struct thaw_sched_sim_cluster {
 #define THAW_SCHED_SIM_OFF_HIST 1u  /* hybrid-histogram keep-alive and pre-warm */
 #define THAW_SCHED_SIM_OFF_EVICT 2u /* cost-aware eviction (else LRU) */
 #define THAW_SCHED_SIM_OFF_QUEUE 4u /* queue on an instance instead of scaling out */
+#define THAW_SCHED_SIM_OFF_TAIL 8u   /* eviction value weighted by reload length (else linear) */
+#define THAW_SCHED_SIM_OFF_STAGE 16u /* wait for GPUs on a chosen host, staging into DRAM */
+
+/* How a request got the instance it first ran on (per-request detail). */
+enum thaw_sched_sim_how {
+    THAW_SCHED_SIM_HOW_WARM,    /* a ready instance had a free slot on arrival */
+    THAW_SCHED_SIM_HOW_SLOT,    /* waited for a slot of a ready instance */
+    THAW_SCHED_SIM_HOW_JOIN,    /* joined an instance loading for earlier requests */
+    THAW_SCHED_SIM_HOW_COLD,    /* its own new instance */
+    THAW_SCHED_SIM_HOW_QUEUE,   /* Thaw: queued on an instance instead of scaling out */
+    THAW_SCHED_SIM_HOW_MIGRATE, /* a new instance on GPUs freed by a live migration */
+    THAW_SCHED_SIM_HOW_PREWARM, /* an instance loaded ahead by the keep-alive policy */
+    THAW_SCHED_SIM_HOW_STAGED,  /* Thaw: a new instance that waited for GPUs, staging into DRAM */
+    THAW_SCHED_SIM_N_HOW,
+};
+
+/* Where one request's startup latency went, for tail analysis. Seconds. */
+struct thaw_sched_sim_req_detail {
+    double startup_s;
+    double pending_s;  /* in the model's queue: no host had room for a new instance */
+    double attach_s;   /* arrival -> given to the instance it first ran on */
+    double gpu_wait_s; /* after attach: that instance waiting for GPUs (migration) */
+    double load_s;     /* after attach: that instance loading */
+    double load_total_s; /* that instance's whole load (0 if it never loaded) */
+    double contention; /* mean transfers sharing the device during that load */
+    int how;           /* enum thaw_sched_sim_how */
+    int tier;          /* enum thaw_sched_tier of that instance's load */
+    int dram_hosts;    /* hosts holding the checkpoint in DRAM when that instance was placed */
+    int dram_room;     /* of those, hosts that had GPU room for it then */
+};
 
 /* Options of one run; zero means default. */
 struct thaw_sched_sim_opts {
@@ -93,6 +123,8 @@ struct thaw_sched_sim_opts {
     int no_ewma;         /* 1: the estimator keeps its default bandwidths */
     double ewma_alpha;   /* default 0.2 */
     unsigned thaw_off;   /* THAW_SCHED_SIM_OFF_* bits, for ablation */
+    struct thaw_sched_sim_req_detail *details; /* NULL, or n_reqs entries the run fills;
+                                                  borrowed */
 };
 
 /* The outcome of one run. Latencies are seconds. */
@@ -107,6 +139,7 @@ struct thaw_sched_sim_result {
     size_t n_migrations;
     size_t n_preemptions; /* requests restarted */
     size_t n_queued;      /* Thaw: queued on an instance instead of scaling out */
+    size_t n_staged;      /* Thaw: new instances that waited for GPUs, staging into DRAM */
     size_t tier_loads[4]; /* demand loads by thaw_sched_tier */
     double startup_p50, startup_p99, startup_mean;
     double e2e_p50, e2e_p99;

@@ -118,6 +118,18 @@ struct thaw_sched_estimate {
 void thaw_sched_estimate(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
                          const struct thaw_sched_params *p, struct thaw_sched_estimate *out);
 
+/*
+ * Like thaw_sched_estimate, for a host that must first wait for its GPUs
+ * (gpu_free_bytes < ckpt_bytes, gpu_release_s known and cheaper than a
+ * migration): the host agent stages the bytes that are not in DRAM into its
+ * DRAM pool during the wait, so startup_s = max(gpu_s, queue_s + staging)
+ * + the whole checkpoint's DRAM -> GPU copy, instead of the sum. Any other
+ * case is thaw_sched_estimate's. p may be NULL. Pure; thread-safe.
+ */
+void thaw_sched_estimate_staged(const struct thaw_sched_host *h, uint64_t ckpt_bytes,
+                                const struct thaw_sched_params *p,
+                                struct thaw_sched_estimate *out);
+
 /* One ranked host: its index in the input array and its estimate. */
 struct thaw_sched_choice {
     size_t host;
@@ -127,9 +139,13 @@ struct thaw_sched_choice {
 /*
  * Rank n_hosts hosts for a checkpoint of ckpt_bytes: estimate each, skip
  * those with a stale heartbeat, and write the rest into out (room for
- * n_hosts) sorted by startup_s, ties by input order. Returns the number
- * written. Pure; thread-safe.
+ * n_hosts) sorted by startup_s, ties by input order. The first
+ * THAW_SCHED_RANK_REASONS get their est.reason; the reason of the others
+ * is "" (their numbers are all set). Returns the number written. Pure;
+ * thread-safe.
  */
+#define THAW_SCHED_RANK_REASONS 16
+
 size_t thaw_sched_rank(const struct thaw_sched_host *hosts, size_t n_hosts, uint64_t ckpt_bytes,
                        const struct thaw_sched_params *p, struct thaw_sched_choice *out);
 

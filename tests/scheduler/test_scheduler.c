@@ -148,6 +148,42 @@ static void t_rank_migration_cost(void)
     CHECK_STR_EQ(hosts[out[0].host].address, "ssd-idle");
 }
 
+/* Many hosts: the leaders get the same reason thaw_sched_estimate gives,
+ * the rest an empty one, and every host still has its numbers. */
+static void t_rank_reasons(void)
+{
+    enum { N = THAW_SCHED_RANK_REASONS + 9 };
+    struct thaw_sched_host hosts[N];
+    char names[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "h%d", i);
+        /* Distinct SSD bandwidths so the order is known: h0 is slowest. */
+        hosts[i] = (struct thaw_sched_host){ .address = names[i], .dram_to_gpu_bps = 10e9,
+                                             .network_bps = 1e9, .ckpt_ssd_bytes = 20 * GB,
+                                             .ssd_bps = 1e9 * (i + 1),
+                                             .gpu_free_bytes = i == 3 ? 0 : 80 * GB };
+    }
+    struct thaw_sched_choice out[N];
+    CHECK_EQ(thaw_sched_rank(hosts, N, 20 * GB, NULL, out), N);
+    for (int k = 0; k < N; k++) {
+        struct thaw_sched_estimate e;
+        thaw_sched_estimate(&hosts[out[k].host], 20 * GB, NULL, &e);
+        CHECK_NEAR(out[k].est.startup_s, e.startup_s, 0);
+        CHECK_EQ(out[k].est.tier, e.tier);
+        CHECK_EQ(out[k].est.migrate, e.migrate);
+        if (k < THAW_SCHED_RANK_REASONS)
+            CHECK_STR_EQ(out[k].est.reason, e.reason);
+        else
+            CHECK_STR_EQ(out[k].est.reason, "");
+        if (k)
+            CHECK(out[k - 1].est.startup_s <= out[k].est.startup_s);
+    }
+    /* The GPU-full host's reason names the migration (it ranks last). */
+    struct thaw_sched_estimate e;
+    thaw_sched_estimate(&hosts[3], 20 * GB, NULL, &e);
+    CHECK(strstr(e.reason, "+ migrate") != NULL);
+}
+
 /* ---------------------------------------------------------------- feedback */
 
 static void t_ewma(void)
@@ -624,6 +660,7 @@ static const struct test_case cases[] = {
     { "estimate_params", t_estimate_params },
     { "rank", t_rank },
     { "rank_migration_cost", t_rank_migration_cost },
+    { "rank_reasons", t_rank_reasons },
     { "ewma", t_ewma },
     { "error_stats", t_error_stats },
     { "migrate_no_server", t_migrate_no_server },

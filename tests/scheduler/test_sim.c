@@ -229,6 +229,98 @@ static void t_estimator_error(void)
     thaw_sched_sim_workload_free(w);
 }
 
+/* Thaw's reload-weighted eviction value (THAW_SCHED_SIM_OFF_TAIL): on a
+ * mixed 7B-70B catalog it keeps the 70B checkpoints in DRAM, so far fewer
+ * of their requests wait for a ~23 s SSD load, and the P99 drops. The
+ * per-request detail says which tier each request's load came from. */
+static void t_tail_weighted_eviction(void)
+{
+    struct thaw_sched_sim_workload *w = synth(3, 20, 64, 1);
+    struct thaw_sched_sim_req_detail *d = thaw_calloc(w->n_reqs, sizeof *d);
+    CHECK(d != NULL);
+    size_t ssd70[2];
+    double p99[2];
+    for (int off = 0; off < 2; off++) {
+        struct thaw_sched_sim_opts o = { .policy = THAW_SCHED_SIM_THAW, .seed = 1, .details = d };
+        o.thaw_off = off ? THAW_SCHED_SIM_OFF_TAIL : 0;
+        struct thaw_sched_sim_result r;
+        CHECK_OK(thaw_sched_sim_run(w, &o, &r));
+        check_sane(w, &r);
+        ssd70[off] = 0;
+        for (size_t i = 0; i < w->n_reqs; i++) {
+            CHECK(d[i].startup_s >= 0 && d[i].pending_s <= d[i].startup_s + 1e-9);
+            CHECK(d[i].load_s <= d[i].startup_s + 1e-9);
+            if (w->models[w->reqs[i].model].params_b == 70 && d[i].load_s > 0 &&
+                d[i].tier == THAW_SCHED_TIER_SSD)
+                ssd70[off]++;
+        }
+        p99[off] = r.startup_p99;
+    }
+    CHECK(2 * ssd70[0] < ssd70[1]);
+    CHECK(p99[0] < p99[1]);
+    thaw_free(d);
+    thaw_sched_sim_workload_free(w);
+}
+
+/* Thaw's wait-and-stage (THAW_SCHED_SIM_OFF_STAGE). Model X's checkpoint
+ * is on host 0's SSD only; host 0's GPU runs model K for a few more
+ * seconds, host 1 is idle but would fetch X over a slow network. Thaw
+ * waits for host 0's GPU and stages X from SSD into DRAM meanwhile, then
+ * copies DRAM -> GPU; sllm and Thaw without staging load X remotely. */
+static void t_wait_and_stage(void)
+{
+    struct thaw_sched_sim_workload *w = NULL;
+    CHECK_OK(thaw_sched_sim_workload_alloc(3, 3, &w));
+    for (size_t m = 0; m < 3; m++) {
+        w->models[m] = (struct thaw_sched_sim_model){
+            .params_b = 7,
+            .bytes = 14000000000ull,
+            .n_gpus = 1,
+            .prefill_tok_s = 10000,
+            .decode_s_per_tok = 0.01,
+        };
+    }
+    /* One SSD replica: models 0 (X) and 2 (K) on host 0, model 1 (J) on
+     * host 1. J ends at ~2.5 s and leaves host 1 idle; K runs to ~7.5 s. */
+    w->reqs[0] = (struct thaw_sched_sim_request){ 0.0, 2, 100, 500 };
+    w->reqs[1] = (struct thaw_sched_sim_request){ 0.0, 1, 100, 10 };
+    w->reqs[2] = (struct thaw_sched_sim_request){ 4.0, 0, 100, 500 };
+    w->duration_s = 4;
+    struct thaw_sched_sim_req_detail d[3];
+    double x_startup[3];
+    for (int v = 0; v < 3; v++) {
+        struct thaw_sched_sim_opts o = {
+            .policy = v == 0 ? THAW_SCHED_SIM_SLLM : THAW_SCHED_SIM_THAW,
+            .seed = 1,
+            .ssd_replicas = 1,
+            .noise_sigma = -1,
+            .details = d,
+        };
+        o.thaw_off = v == 1 ? THAW_SCHED_SIM_OFF_STAGE : 0;
+        o.cluster.n_hosts = 2;
+        o.cluster.gpus_per_host = 1;
+        o.cluster.nic_bps = 0.5e9;
+        o.cluster.store_bps = 0.5e9;
+        struct thaw_sched_sim_result r;
+        CHECK_OK(thaw_sched_sim_run(w, &o, &r));
+        check_sane(w, &r);
+        x_startup[v] = d[2].startup_s;
+        CHECK_EQ(r.n_staged, v == 2 ? 1 : 0);
+        CHECK_EQ(r.n_migrations, 0);
+        if (v == 2) {
+            CHECK_EQ(d[2].how, THAW_SCHED_SIM_HOW_STAGED);
+            CHECK_EQ(d[2].tier, THAW_SCHED_TIER_DRAM);
+            CHECK(d[2].gpu_wait_s > 2.5);
+        } else {
+            CHECK_EQ(d[2].tier, THAW_SCHED_TIER_REMOTE);
+        }
+    }
+    /* Remote: 14 GB at 0.5 GB/s = 28 s. Staged: K's ~3.5 s + 0.56 s. */
+    CHECK(x_startup[0] > 20 && x_startup[1] > 20);
+    CHECK(x_startup[2] < 6);
+    thaw_sched_sim_workload_free(w);
+}
+
 /* A model that needs more GPUs than a host has is refused. */
 static void t_too_big(void)
 {
@@ -330,6 +422,8 @@ static const struct test_case cases[] = {
     { "all_policies_complete", t_all_policies_complete },
     { "startup_optimised_beats_random", t_startup_optimised_beats_random },
     { "migration", t_migration },
+    { "tail_weighted_eviction", t_tail_weighted_eviction },
+    { "wait_and_stage", t_wait_and_stage },
     { "estimator_error", t_estimator_error },
     { "too_big", t_too_big },
     { "alloc_failures", t_alloc_failures },
