@@ -47,8 +47,20 @@
     "   AND state IN ('ready', 'busy')) w ON w.host = h.id"                                    \
     where " ORDER BY h.id"
 
+/* A live host (heartbeat within $2 seconds), and host h's GPU bytes held
+ * by unexpired reservations (reservations_host_idx). */
+#define LIVE_SQL "heartbeat > now() - make_interval(secs => $2::float8)"
+#define RESERVED_SQL                                                                           \
+    "coalesce((SELECT sum(r.gpu_bytes) FROM reservations r"                                   \
+    " WHERE r.host = h.id AND r.expires_at > now()), 0)"
+/* A far candidate: live, not near, with room for $3 bytes. */
+#define FAR_HOST_OK                                                                            \
+    " AND h." LIVE_SQL " AND h.id NOT IN (SELECT host FROM near)"                              \
+    " AND h.gpu_free_bytes - " RESERVED_SQL " >= $3::bigint"
+
 /* The statements every decision runs, prepared once per connection (their
- * planning costs about as much as their execution at 1,000 hosts). */
+ * planning costs about as much as their execution at 1,000 hosts, so the
+ * connection asks for generic plans: see prepare()). */
 static const struct {
     const char *name;
     const char *sql;
@@ -56,21 +68,40 @@ static const struct {
 } stmts[] = {
     { "thaw_ckpt", "SELECT id, bytes FROM checkpoints WHERE uri = $1", 1 },
     /* Placement: the same columns for the live hosts ($2: max heartbeat
-     * age, s) that can matter. A host with nothing of the checkpoint and
-     * no instance of it can only load it all from the network, so among
-     * those with room ($3: the GPU bytes needed) only the $5 with the
-     * fastest network ($4: the default for an unmeasured one) can rank
-     * among the best $5; the others are not sent. Column 11 counts the live
-     * hosts. The estimator (estimate.c) must stay consistent with this:
-     * with room and no local bytes, a host's estimate is bytes / network. */
+     * age, s) that can win. A host with nothing of the checkpoint and no
+     * instance of it can only load it all from the network, so among those
+     * with room ($3: the GPU bytes needed) only the $5 with the fastest
+     * network ($4: the default for an unmeasured one) can rank among the
+     * best $5; the others are not read at all: hosts_network_idx (0004)
+     * yields them in network order, and a host's reservations are summed
+     * only when it is looked at. (Summing every host's reservations, as
+     * thaw_state_all must, cost 4x the CPU at 1,000 hosts:
+     * bench/reports/scheduler.md.) Column 12 counts the live hosts. The
+     * estimator (estimate.c) must stay consistent with this: with room and
+     * no local bytes, a host's estimate is bytes / network. */
     { "thaw_state_place",
-      "WITH s AS (" STATE_SQL(" WHERE h.heartbeat > now() - make_interval(secs => $2::float8)")
-      "), t AS (SELECT s.*, count(*) OVER () AS n_live FROM s)"
-      " SELECT * FROM t WHERE t.dram > 0 OR t.ssd > 0 OR t.warm"
-      " UNION ALL (SELECT * FROM t WHERE NOT (t.dram > 0 OR t.ssd > 0 OR t.warm)"
-      "   AND t.avail >= $3::bigint"
-      "   ORDER BY coalesce(nullif(t.network_bps, 0), $4::float8) DESC, t.id LIMIT $5::integer)"
-      " ORDER BY id",
+      "WITH rep AS (SELECT host, sum(bytes) FILTER (WHERE tier = 'dram') AS dram,"
+      "   sum(bytes) FILTER (WHERE tier = 'ssd') AS ssd FROM replicas"
+      "   WHERE checkpoint = $1::bigint AND state = 'ready' AND tier IN ('dram', 'ssd')"
+      "   GROUP BY host),"
+      " warm AS (SELECT DISTINCT host FROM instances WHERE model = $1::bigint"
+      "   AND state IN ('ready', 'busy')),"
+      " near AS (SELECT host FROM rep UNION SELECT host FROM warm),"
+      " far AS ((SELECT h.id FROM hosts h WHERE h.network_bps > 0" FAR_HOST_OK
+      "   ORDER BY h.network_bps DESC, h.id LIMIT $5::integer)"
+      "  UNION ALL (SELECT h.id FROM hosts h WHERE h.network_bps = 0" FAR_HOST_OK
+      "   ORDER BY h.id LIMIT $5::integer)),"
+      " far_k AS (SELECT f.id FROM far f JOIN hosts h ON h.id = f.id"
+      "   ORDER BY coalesce(nullif(h.network_bps, 0), $4::float8) DESC, f.id LIMIT $5::integer),"
+      " cand AS (SELECT host AS id FROM near UNION ALL SELECT id FROM far_k)"
+      " SELECT h.id, h.address, h.dram_to_gpu_bps, h.ssd_bps, h.network_bps,"
+      " (h.gpu_free_bytes - " RESERVED_SQL ")::bigint AS avail,"
+      " extract(epoch FROM now() - h.heartbeat)::float8 AS age,"
+      " coalesce(rep.dram, 0)::bigint AS dram, coalesce(rep.ssd, 0)::bigint AS ssd,"
+      " w.host IS NOT NULL AS warm, coalesce(h.name, '') AS name,"
+      " (SELECT count(*) FROM hosts WHERE " LIVE_SQL ") AS n_live"
+      " FROM cand c JOIN hosts h ON h.id = c.id LEFT JOIN rep ON rep.host = h.id"
+      " LEFT JOIN warm w ON w.host = h.id WHERE " LIVE_SQL " ORDER BY h.id",
       5 },
     /* Every host: the read-only ranking reports stale ones too. */
     { "thaw_state_all", STATE_SQL(""), 1 },
@@ -112,6 +143,17 @@ static int prepare(struct thaw_sched_db *db)
 {
     if (db->prepared)
         return 0;
+    /* Plan once: with custom plans (PostgreSQL's default for the first
+     * executions, and for as long as it judges them cheaper) every decision
+     * paid ~1 ms of planning for ~0.5 ms of execution. The statements are
+     * index lookups whose best plan does not depend on the values. */
+    PGresult *g = PQexec(db->conn, "SET plan_cache_mode = force_generic_plan");
+    if (PQresultStatus(g) != PGRES_COMMAND_OK) {
+        int rc = THAW_FAIL(THAW_EPG, "setting plan_cache_mode: %s", PQresultErrorMessage(g));
+        PQclear(g);
+        return rc;
+    }
+    PQclear(g);
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
         PGresult *r = PQprepare(db->conn, stmts[i].name, stmts[i].sql, stmts[i].n_params, NULL);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -407,7 +449,7 @@ int thaw_sched_place(struct thaw_sched_db *db, const char *checkpoint_uri,
     if (rc < 0)
         goto fail;
     if (n_rows > 0) {
-        n_live = (size_t)bin_i64(r, 0, 11);
+        n_live = (size_t)bin_i64(r, 0, 11); /* column 12 */
     } else {
         /* Nothing sent: no live host, or none with room. Which? */
         PQclear(r);

@@ -5,6 +5,7 @@
  * started in a temporary directory (those cases skip without it); plus a
  * small version of bench/sched_scale.sh (100 hosts, 1,000 checkpoints).
  */
+#include <inttypes.h>
 #include <libpq-fe.h>
 
 #include "scheduler/thaw_scheduler.h"
@@ -536,6 +537,70 @@ static void t_pg_scale_small(void)
     pg_harness_stop(&pg);
 }
 
+/* Placement reads only the hosts that can win (holders, warm hosts, the
+ * fastest-network few with room); the read-only ranking reads them all.
+ * On a mixed cluster (unmeasured networks, full, reserved and stale hosts,
+ * warm instances) both must pick the same host for every checkpoint. */
+static void t_pg_place_matches_rank(void)
+{
+    pg_start_or_skip();
+    CHECK_OK(thaw_sched_migrate(pg.url, NULL));
+    PGconn *c = PQconnectdb(pg.url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    PQclear(q(c, "INSERT INTO hosts (address, n_gpus, gpu_free_bytes, gpu_bytes,"
+                 " dram_to_gpu_bps, ssd_bps, network_bps, heartbeat)"
+                 " SELECT 'h-' || g, 8, CASE WHEN g % 9 = 0 THEN 1000000000 ELSE 400000000000 END,"
+                 " 400000000000, 10e9 + (g % 4) * 1e9, 2e9 + (g % 3) * 1e9,"
+                 " CASE WHEN g % 5 = 0 THEN 0 ELSE 1e9 + (g % 7) * 5e8 END,"
+                 " CASE WHEN g % 13 = 0 THEN now() - interval '1 hour' ELSE now() END"
+                 " FROM generate_series(1, 60) g"));
+    PQclear(q(c, "INSERT INTO checkpoints (uri, bytes) SELECT 's3://x/' || g,"
+                 " 5000000000 + (g % 11) * 3000000000 FROM generate_series(1, 200) g"));
+    PQclear(q(c, "INSERT INTO replicas (host, checkpoint, tier, bytes)"
+                 " SELECT DISTINCT ON (h, c.id) h, c.id, (ARRAY['dram','ssd'])[1 + k % 2], c.bytes"
+                 " FROM checkpoints c, generate_series(0, 2) k,"
+                 " LATERAL (SELECT 1 + (c.id * 17 + k * 23) % 60 AS h) x WHERE c.id % 4 <> 0"));
+    PQclear(q(c, "INSERT INTO instances (host, model, state, n_running, tokens_in, tokens_out)"
+                 " SELECT 1 + (c.id * 29) % 60, c.id, 'busy', 1, 100, 10 FROM checkpoints c"
+                 " WHERE c.id % 10 = 3"));
+    /* Fast unmeasured-looking hosts are full of reservations. */
+    PQclear(q(c, "INSERT INTO reservations (host, checkpoint, gpu_bytes, estimate_ms, reason,"
+                 " expires_at) SELECT h.id, 1, 399000000000, 1, 'test', now() + interval '1 hour'"
+                 " FROM hosts h WHERE h.id % 7 = 6"));
+    PQclear(q(c, "ANALYZE"));
+    struct thaw_sched_db *db = NULL;
+    CHECK_OK(thaw_sched_db_open(pg.url, &db));
+    struct thaw_sched_place_opts o = { .reservation_ttl_s = 3600 };
+    for (int i = 1; i <= 200; i++) {
+        char uri[64];
+        snprintf(uri, sizeof uri, "s3://x/%d", i);
+        struct thaw_sched_host_rank *hr = NULL;
+        size_t n = 0;
+        CHECK_OK(thaw_sched_rank_hosts(db, uri, 0, &o, &hr, &n));
+        CHECK_EQ(n, 60);
+        struct thaw_sched_placement pl;
+        int rc = thaw_sched_place(db, uri, 0, &o, &pl);
+        if (hr[0].state != THAW_SCHED_HOST_OK) {
+            CHECK_EQ(rc, THAW_ELIMIT);
+        } else {
+            CHECK_OK(rc);
+            if (pl.host_id != hr[0].c.host_id)
+                fprintf(stderr, "%s: place chose %" PRId64 " (%.6fs), rank %" PRId64 " (%.6fs)\n",
+                        uri, pl.host_id, pl.est.startup_s, hr[0].c.host_id,
+                        hr[0].c.est.startup_s);
+            CHECK_EQ(pl.host_id, hr[0].c.host_id);
+            CHECK_NEAR(pl.est.startup_s, hr[0].c.est.startup_s, 1e-9);
+            /* The candidates are the ranking's leaders, in order. */
+            for (size_t k = 0; k < pl.n_candidates; k++)
+                CHECK_NEAR(pl.candidates[k].est.startup_s, hr[k].c.est.startup_s, 1e-9);
+        }
+        thaw_free(hr);
+    }
+    thaw_sched_db_close(db);
+    PQfinish(c);
+    pg_harness_stop(&pg);
+}
+
 static const struct test_case cases[] = {
     { "hash_rank", t_hash_rank },
     { "report_check", t_report_check },
@@ -543,6 +608,7 @@ static const struct test_case cases[] = {
     { "pg_usage", t_pg_usage },
     { "pg_live_hosts", t_pg_live_hosts },
     { "pg_scale_small", t_pg_scale_small },
+    { "pg_place_matches_rank", t_pg_place_matches_rank },
 };
 
 int main(int argc, char **argv)
