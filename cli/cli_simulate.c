@@ -37,7 +37,8 @@ static void usage(FILE *f)
                "  --replicas N     initial SSD copies of each checkpoint (default 2)\n"
                "  --thaw-off BITS  ablation: 1 histogram keep-alive, 2 cost-aware eviction,\n"
                "                   4 queue-before-scale-out, 8 reload-weighted eviction value,\n"
-               "                   16 wait for GPUs with DRAM staging (OR them)\n"
+               "                   16 wait for GPUs with DRAM staging, 32 eviction-cost\n"
+               "                   placement (OR them)\n"
                "  --noise S        lognormal sigma of transfer speed (default 0.15; <0: none)\n"
                "  --no-ewma        the estimator keeps its default bandwidths\n"
                "  --shared DIR     folder holding data/traces (default $THAW_SHARED or ../shared)\n"
@@ -111,17 +112,22 @@ static int write_details(const char *prefix, const char *policy,
         fprintf(stderr, "thaw simulate: cannot write %s\n", path);
         return -1;
     }
+    static const char *gone[] = { "none", "keepalive", "evicted", "released", "preempted",
+                                  "migrated" };
     fprintf(f, "req,arrival_s,model,params_b,n_gpus,startup_s,pending_s,attach_s,gpu_wait_s,"
-               "load_s,load_total_s,contention,how,tier,dram_hosts,dram_room\n");
+               "load_s,load_total_s,contention,how,tier,dram_hosts,dram_room,gone_s,gone_why,"
+               "evicted,free_hosts\n");
     for (size_t r = 0; r < w->n_reqs; r++) {
         const struct thaw_sched_sim_request *q = &w->reqs[r];
         const struct thaw_sched_sim_model *m = &w->models[q->model];
         const struct thaw_sched_sim_req_detail *x = &d[r];
-        fprintf(f, "%zu,%.3f,%u,%g,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%s,%s,%d,%d\n", r,
-                q->arrival_s, q->model, m->params_b, m->n_gpus, x->startup_s, x->pending_s,
+        fprintf(f, "%zu,%.3f,%u,%g,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%s,%s,%d,%d,%.1f,%s,%d,%d\n",
+                r, q->arrival_s, q->model, m->params_b, m->n_gpus, x->startup_s, x->pending_s,
                 x->attach_s, x->gpu_wait_s, x->load_s, x->load_total_s, x->contention,
                 (unsigned)x->how < THAW_SCHED_SIM_N_HOW ? how[x->how] : "?",
-                thaw_sched_tier_name(x->tier), x->dram_hosts, x->dram_room);
+                thaw_sched_tier_name(x->tier), x->dram_hosts, x->dram_room, x->gone_s,
+                (unsigned)x->gone_why < THAW_SCHED_SIM_N_GONE ? gone[x->gone_why] : "?",
+                x->evicted, x->free_hosts);
     }
     return fclose(f) == 0 ? 0 : -1;
 }

@@ -133,6 +133,8 @@ struct sinst {
     double ready_s;         /* it became ready */
     double contention;      /* mean transfers sharing the device during its load */
     int dram_hosts, dram_room; /* DRAM copies of its model when placed (detail only) */
+    double gone_s;             /* placed this long after its model's last unload (detail) */
+    int gone_why, evicted, free_hosts; /* detail only: see thaw_sched_sim_req_detail */
     int hostwait;   /* Thaw: waits for GPUs on its host, staging into DRAM meanwhile */
     int staged_pin; /* it holds a pin on its staged DRAM copy */
 };
@@ -170,6 +172,8 @@ struct smodel_rt {
     uint32_t hist[HIST_BINS];
     uint32_t hist_n, hist_oob;
     double ka_until;
+    double gone_t; /* its last instance left the GPUs (< 0: never) */
+    int gone_why;  /* enum thaw_sched_sim_gone */
 };
 
 struct sim {
@@ -439,6 +443,19 @@ static void gpu_release_all(struct sim *s, int inst)
         }
     }
     in->n_have = 0;
+}
+
+/* Instance inst leaves its GPUs for reason why (enum thaw_sched_sim_gone);
+ * the per-request detail reports how long before a reload that was. */
+static void inst_free(struct sim *s, int inst, int why)
+{
+    struct sinst *in = &s->insts[inst];
+    gpu_release_all(s, inst);
+    in->state = I_FREE;
+    if (in->mig_src == NONE) {
+        s->mrt[in->model].gone_t = s->now;
+        s->mrt[in->model].gone_why = why;
+    }
 }
 
 static void set_active(struct sim *s, struct sinst *in, int delta)
@@ -747,6 +764,7 @@ static int inst_new(struct sim *s, int m, int h)
     in->mig_src = in->mig_dst = in->waiter = NONE;
     in->demand = 1;
     in->ka_gen = ++s->stamp;
+    in->gone_s = -1;
     return i;
 }
 
@@ -780,8 +798,8 @@ static void inst_grab_gpus(struct sim *s, int inst, int n)
         if (v == NONE)
             return;
         s->insts[v].ka_gen = ++s->stamp;
-        gpu_release_all(s, v);
-        s->insts[v].state = I_FREE;
+        inst_free(s, v, THAW_SCHED_SIM_GONE_EVICTED);
+        in->evicted++;
         for (int g = 0; g < s->n_gpus && n > 0; g++) {
             if (H->gpu_owner[g] == NONE) {
                 gpu_take(s, in->host, g, inst);
@@ -833,6 +851,10 @@ static void detail_fill(struct sim *s, int r, int inst)
     d->tier = in->tier;
     d->dram_hosts = in->dram_hosts;
     d->dram_room = in->dram_room;
+    d->gone_s = in->gone_s;
+    d->gone_why = in->gone_why;
+    d->evicted = in->evicted;
+    d->free_hosts = in->free_hosts;
 }
 
 /* Start request r on instance inst now (it is ready). */
@@ -872,6 +894,50 @@ static void req_attach(struct sim *s, int r, int inst, int how)
 }
 
 /* ------------------------------------------------------------- placement */
+
+/* Thaw's part 6: a host with room is charged for the idle instances its
+ * placement evicts. */
+static int uses_evict_cost(const struct sim *s)
+{
+    return is_thaw(s) && !(s->o.thaw_off & THAW_SCHED_SIM_OFF_EVCOST);
+}
+
+/* Seconds of reloading that taking n GPUs on host h would cost the idle
+ * instances it evicts (those inst_grab_gpus would pick), each charged the
+ * reload of its model from the next tier down on that host. */
+static double evict_cost_s(const struct sim *s, int h, int n)
+{
+    const struct shost *H = &s->hosts[h];
+    n -= host_free_gpus(s, h);
+    uint8_t taken[256] = { 0 };
+    double cost = 0;
+    while (n > 0) {
+        int v = NONE;
+        double best = 0;
+        for (int g = 0; g < s->n_gpus && g < 256; g++) {
+            int o = H->gpu_owner[g];
+            if (o == NONE || taken[g] || !inst_idle(&s->insts[o]))
+                continue;
+            double key = !(s->o.thaw_off & THAW_SCHED_SIM_OFF_EVICT)
+                             ? -keep_value(s, h, s->insts[o].model, 1)
+                             : -s->insts[o].idle_since;
+            if (v == NONE || key > best) {
+                v = o;
+                best = key;
+            }
+        }
+        if (v == NONE)
+            return INFINITY;
+        for (int g = 0; g < s->n_gpus && g < 256; g++) {
+            if (H->gpu_owner[g] == v) {
+                taken[g] = 1;
+                n--;
+            }
+        }
+        cost += reload_s(s, h, s->insts[v].model, 1);
+    }
+    return cost;
+}
 
 /* Hosts that have room for model m, chosen by the policy; NONE if none. */
 static int choose_host(struct sim *s, int m, struct thaw_sched_estimate *est)
@@ -946,11 +1012,23 @@ static int choose_host(struct sim *s, int m, struct thaw_sched_estimate *est)
         for (int h = 0; h < nh; h++)
             fill_host(s, h, m, room[h], &hosts[h]);
         size_t k = thaw_sched_rank(hosts, (size_t)nh, model_of(s, m)->bytes, NULL, ch);
-        if (k > 0) {
-            *est = ch[0].est;
-            return (int)ch[0].host;
+        if (k == 0)
+            return NONE;
+        size_t best = 0;
+        if (uses_evict_cost(s)) {
+            /* Thaw: the startup of this request plus the reloads its
+             * evictions will cost the models it pushes off the GPUs. */
+            double best_c = INFINITY;
+            for (size_t i = 0; i < k; i++) {
+                double c = ch[i].est.startup_s + evict_cost_s(s, (int)ch[i].host, n);
+                if (c < best_c) {
+                    best_c = c;
+                    best = i;
+                }
+            }
         }
-        return NONE;
+        *est = ch[best].est;
+        return (int)ch[best].host;
     }
     }
     /* Baselines do not use the estimator to choose, but their loads are
@@ -966,12 +1044,16 @@ static int choose_host(struct sim *s, int m, struct thaw_sched_estimate *est)
 static void note_dram_copies(struct sim *s, int inst)
 {
     struct sinst *in = &s->insts[inst];
+    const struct smodel_rt *mr = &s->mrt[in->model];
     for (int x = 0; x < s->n_hosts; x++) {
         if (s->hosts[x].dram[in->model] == 1) {
             in->dram_hosts++;
             in->dram_room += host_room(s, x) >= in->n_gpus;
         }
+        in->free_hosts += host_free_gpus(s, x) >= in->n_gpus;
     }
+    in->gone_s = mr->gone_t >= 0 ? s->now - mr->gone_t : -1;
+    in->gone_why = mr->gone_t >= 0 ? mr->gone_why : THAW_SCHED_SIM_GONE_NONE;
 }
 
 /* A new instance of m on host h with room, request r attached (r may be
@@ -1093,6 +1175,7 @@ static int try_migrate(struct sim *s, int m, int r, double max_s)
     if (n == NONE)
         return 0;
     struct sinst *N = &s->insts[n];
+    note_dram_copies(s, n);
     inst_grab_gpus(s, n, host_room(s, best_h) < N->n_gpus ? host_room(s, best_h) : N->n_gpus);
     N->place_s = s->now;
     N->pred_s = best_est.startup_s;
@@ -1151,8 +1234,7 @@ static int try_preempt(struct sim *s, int m, int r)
         s->res->n_preemptions++;
     }
     V->ka_gen = ++s->stamp;
-    gpu_release_all(s, best_v);
-    V->state = I_FREE;
+    inst_free(s, best_v, THAW_SCHED_SIM_GONE_PREEMPTED);
     int h = V->host;
     struct thaw_sched_host hh;
     fill_host(s, h, m, 1, &hh);
@@ -1464,11 +1546,10 @@ static void hist_policy(const struct sim *s, int m, double *prewarm_s, double *k
     *keep_s = tail * (1 + HIST_MARGIN);
 }
 
-static void unload(struct sim *s, int inst)
+static void unload(struct sim *s, int inst, int why)
 {
     s->insts[inst].ka_gen = ++s->stamp;
-    gpu_release_all(s, inst);
-    s->insts[inst].state = I_FREE;
+    inst_free(s, inst, why);
 }
 
 /* Instance inst has nothing left to run. */
@@ -1488,7 +1569,7 @@ static int inst_went_idle(struct sim *s, int inst)
         if (prewarm > 0 && s->mrt[m].inflight == 0) {
             /* The next request is not expected before the pre-warm time:
              * free the GPUs now and bring the weights back to DRAM then. */
-            unload(s, inst);
+            unload(s, inst, THAW_SCHED_SIM_GONE_RELEASED);
             s->mrt[m].ka_until = s->now + keep;
             int rc = ev_push(s, s->now + prewarm, EV_PREWARM, m, s->mrt[m].idle_gen);
             return rc < 0 ? rc : drain_pending(s);
@@ -1520,6 +1601,7 @@ static int prewarm(struct sim *s, int m)
         if (inst == NONE)
             return 0;
         struct sinst *in = &s->insts[inst];
+        note_dram_copies(s, inst);
         inst_grab_gpus(s, inst, in->n_gpus);
         in->demand = 0;
         in->place_s = s->now;
@@ -1634,8 +1716,7 @@ static int give_gpus(struct sim *s, int v)
 {
     int n = s->insts[v].waiter;
     int h = s->insts[v].host;
-    gpu_release_all(s, v);
-    s->insts[v].state = I_FREE;
+    inst_free(s, v, THAW_SCHED_SIM_GONE_MIGRATED);
     s->insts[v].waiter = NONE;
     if (n == NONE)
         return drain_pending(s);
@@ -1652,7 +1733,7 @@ static int give_gpus(struct sim *s, int v)
             pend_push(s, m, q, 1);
         }
         N->n_attached = 0;
-        unload(s, n);
+        unload(s, n, THAW_SCHED_SIM_GONE_EVICTED);
         return drain_pending(s);
     }
     int rc = inst_start_load(s, n);
@@ -1792,7 +1873,7 @@ static int on_keepalive(struct sim *s, int inst, uint32_t gen)
     struct sinst *in = &s->insts[inst];
     if (in->state == I_FREE || in->ka_gen != gen || !inst_idle(in))
         return 0;
-    unload(s, inst);
+    unload(s, inst, THAW_SCHED_SIM_GONE_KEEPALIVE);
     return drain_pending(s);
 }
 
@@ -1923,6 +2004,7 @@ static int sim_init(struct sim *s, const struct thaw_sched_sim_workload *w)
             ssd_insert(s, (int)((m + (size_t)k) % (size_t)s->n_hosts), (int)m);
         s->mrt[m].pending.head = s->mrt[m].pending.tail = NONE;
         s->mrt[m].idle_start = -1;
+        s->mrt[m].gone_t = -1;
     }
     double out = 0, in = 0;
     for (size_t r = 0; r < nr; r++) {

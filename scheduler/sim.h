@@ -82,6 +82,7 @@ struct thaw_sched_sim_cluster {
 #define THAW_SCHED_SIM_OFF_QUEUE 4u /* queue on an instance instead of scaling out */
 #define THAW_SCHED_SIM_OFF_TAIL 8u   /* eviction value weighted by reload length (else linear) */
 #define THAW_SCHED_SIM_OFF_STAGE 16u /* wait for GPUs on a chosen host, staging into DRAM */
+#define THAW_SCHED_SIM_OFF_EVCOST 32u /* placement charged for the idle instances it evicts */
 
 /* How a request got the instance it first ran on (per-request detail). */
 enum thaw_sched_sim_how {
@@ -94,6 +95,17 @@ enum thaw_sched_sim_how {
     THAW_SCHED_SIM_HOW_PREWARM, /* an instance loaded ahead by the keep-alive policy */
     THAW_SCHED_SIM_HOW_STAGED,  /* Thaw: a new instance that waited for GPUs, staging into DRAM */
     THAW_SCHED_SIM_N_HOW,
+};
+
+/* Why the model's previous instance left its GPUs (per-request detail). */
+enum thaw_sched_sim_gone {
+    THAW_SCHED_SIM_GONE_NONE,      /* no instance of the model had been unloaded yet */
+    THAW_SCHED_SIM_GONE_KEEPALIVE, /* its keep-alive window ended */
+    THAW_SCHED_SIM_GONE_EVICTED,   /* idle, and its GPUs were taken for another model */
+    THAW_SCHED_SIM_GONE_RELEASED,  /* Thaw: released at idle until its pre-warm time */
+    THAW_SCHED_SIM_GONE_PREEMPTED, /* Shepherd: preempted */
+    THAW_SCHED_SIM_GONE_MIGRATED,  /* moved away by a live migration */
+    THAW_SCHED_SIM_N_GONE,
 };
 
 /* Where one request's startup latency went, for tail analysis. Seconds. */
@@ -109,6 +121,10 @@ struct thaw_sched_sim_req_detail {
     int tier;          /* enum thaw_sched_tier of that instance's load */
     int dram_hosts;    /* hosts holding the checkpoint in DRAM when that instance was placed */
     int dram_room;     /* of those, hosts that had GPU room for it then */
+    double gone_s;     /* placement - the model's last unload from GPUs (-1: none yet) */
+    int gone_why;      /* enum thaw_sched_sim_gone of that unload */
+    int evicted;       /* idle instances of other models whose GPUs the placement took */
+    int free_hosts;    /* hosts that had enough unowned GPUs for it then */
 };
 
 /* Options of one run; zero means default. */

@@ -81,6 +81,73 @@ static void t_estimate_table(void)
     }
 }
 
+/* thaw_sched_estimate_staged: a host that must wait for its GPUs stages
+ * the bytes that are not in DRAM during the wait; every other case is
+ * thaw_sched_estimate's. 20 GB at 10 GB/s DRAM -> GPU is 2 s, from SSD
+ * (2 GB/s) 10 s, from the network (1 GB/s) 20 s. */
+struct staged_case {
+    const char *name;
+    struct thaw_sched_host h;
+    double want_s;
+    int same_as_estimate; /* 1: exactly thaw_sched_estimate's numbers */
+    const char *reason_has;
+};
+
+static const struct staged_case staged_cases[] = {
+    { "warm", { BW, .warm = 1, .gpu_free_bytes = 0, .gpu_release_s = 4 }, 0.0, 1, "warm" },
+    { "room", { BW, ROOMY, .ckpt_ssd_bytes = 20 * GB, .queue_wait_s = 1 }, 11.0, 1, "ssd 10s" },
+    /* SSD: max(gpu 5 s, queue 1 s + staging 10 s) + DRAM -> GPU 2 s = 13 s
+     * (thaw_sched_estimate: 1 + 10 + 5 = 16 s). Migration would cost
+     * 25e-6 * 1e6 + 0.05 = 25.05 s, so waiting is the cheaper. */
+    { "wait_ssd_staging_longer", { BW, .ckpt_ssd_bytes = 20 * GB, .queue_wait_s = 1,
+                                   .running_tokens = 1000000, .gpu_release_s = 5 },
+      13.0, 0, "staged" },
+    /* Network: max(gpu 30 s, staging 20 s) + 2 s = 32 s (not 50 s). */
+    { "wait_remote_gpu_longer", { BW, .running_tokens = 2000000, .gpu_release_s = 30 }, 32.0, 0,
+      "staged" },
+    /* Already in DRAM: nothing to stage, max(gpu 3 s, 0) + 2 s = 5 s, the
+     * same sum as thaw_sched_estimate's (there is nothing to overlap). */
+    { "wait_dram", { BW, .ckpt_dram_bytes = 20 * GB, .running_tokens = 1000000,
+                     .gpu_release_s = 3 },
+      5.0, 0, "staged" },
+    /* Half in DRAM: staging is the SSD half (10 GB / 2 GB/s = 5 s);
+     * max(gpu 4 s, 5 s) + the whole 20 GB copy 2 s = 7 s. */
+    { "wait_partial_dram", { BW, .ckpt_dram_bytes = 10 * GB, .ckpt_ssd_bytes = 20 * GB,
+                             .running_tokens = 1000000, .gpu_release_s = 4 },
+      7.0, 0, "staged" },
+    /* Migrating (25e-6 * 40000 + 0.05 = 1.05 s) beats waiting 9 s: as
+     * thaw_sched_estimate, 10 s of SSD + 1.05 s. */
+    { "migration_cheaper", { BW, .ckpt_ssd_bytes = 20 * GB, .running_tokens = 40000,
+                             .gpu_release_s = 9 },
+      11.05, 1, "migrate" },
+};
+
+static void t_estimate_staged_table(void)
+{
+    for (size_t i = 0; i < sizeof staged_cases / sizeof staged_cases[0]; i++) {
+        const struct staged_case *c = &staged_cases[i];
+        struct thaw_sched_estimate e, plain;
+        thaw_sched_estimate_staged(&c->h, 20 * GB, NULL, &e);
+        thaw_sched_estimate(&c->h, 20 * GB, NULL, &plain);
+        fprintf(stderr, "%-26s %8.4fs (plain %8.4fs) reason=\"%s\"\n", c->name, e.startup_s,
+                plain.startup_s, e.reason);
+        CHECK_NEAR(e.startup_s, c->want_s, 1e-9);
+        CHECK(strstr(e.reason, c->reason_has) != NULL);
+        /* The parts are thaw_sched_estimate's either way; only the sum
+         * (and the reason) differ when staging applies. */
+        CHECK_NEAR(e.load_s, plain.load_s, 1e-12);
+        CHECK_NEAR(e.gpu_s, plain.gpu_s, 1e-12);
+        CHECK_EQ(e.tier, plain.tier);
+        CHECK_EQ(e.migrate, plain.migrate);
+        if (c->same_as_estimate) {
+            CHECK_NEAR(e.startup_s, plain.startup_s, 1e-12);
+            CHECK_STR_EQ(e.reason, plain.reason);
+        } else {
+            CHECK(e.startup_s <= plain.startup_s);
+        }
+    }
+}
+
 static void t_estimate_params(void)
 {
     /* Constants given in params replace the defaults. */
@@ -657,6 +724,7 @@ static void t_cli_migrate(void)
 
 static const struct test_case cases[] = {
     { "estimate_table", t_estimate_table },
+    { "estimate_staged_table", t_estimate_staged_table },
     { "estimate_params", t_estimate_params },
     { "rank", t_rank },
     { "rank_migration_cost", t_rank_migration_cost },

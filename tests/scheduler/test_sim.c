@@ -242,10 +242,13 @@ static void t_tail_weighted_eviction(void)
     double p99[2];
     for (int off = 0; off < 2; off++) {
         struct thaw_sched_sim_opts o = { .policy = THAW_SCHED_SIM_THAW, .seed = 1, .details = d };
-        o.thaw_off = off ? THAW_SCHED_SIM_OFF_TAIL : 0;
+        /* Part 4 alone: the eviction-cost placement (part 6) also keeps
+         * big models on their GPUs and would blur the comparison. */
+        o.thaw_off = THAW_SCHED_SIM_OFF_EVCOST | (off ? THAW_SCHED_SIM_OFF_TAIL : 0);
         struct thaw_sched_sim_result r;
         CHECK_OK(thaw_sched_sim_run(w, &o, &r));
         check_sane(w, &r);
+        fprintf(stderr, "off=%d p99 %.2f s\n", off, r.startup_p99);
         ssd70[off] = 0;
         for (size_t i = 0; i < w->n_reqs; i++) {
             CHECK(d[i].startup_s >= 0 && d[i].pending_s <= d[i].startup_s + 1e-9);
@@ -256,6 +259,7 @@ static void t_tail_weighted_eviction(void)
         }
         p99[off] = r.startup_p99;
     }
+    fprintf(stderr, "70B loads from SSD: %zu with part 4, %zu without\n", ssd70[0], ssd70[1]);
     CHECK(2 * ssd70[0] < ssd70[1]);
     CHECK(p99[0] < p99[1]);
     thaw_free(d);
@@ -318,6 +322,65 @@ static void t_wait_and_stage(void)
     /* Remote: 14 GB at 0.5 GB/s = 28 s. Staged: K's ~3.5 s + 0.56 s. */
     CHECK(x_startup[0] > 20 && x_startup[1] > 20);
     CHECK(x_startup[2] < 6);
+    thaw_sched_sim_workload_free(w);
+}
+
+/* Thaw's eviction-cost placement (THAW_SCHED_SIM_OFF_EVCOST). Two hosts
+ * of one GPU hold every checkpoint on SSD. Model A runs on host 0 and goes
+ * idle (kept alive). Model B arrives: both hosts would load it from SSD in
+ * the same estimated time, host 0 by evicting idle A, host 1 on its free
+ * GPU. Without the eviction cost the tie goes to host 0, and A's next
+ * request must reload; with it B goes to host 1 and A's request is warm.
+ * The per-request detail names the eviction and when it happened. */
+static void t_evict_cost_placement(void)
+{
+    struct thaw_sched_sim_workload *w = NULL;
+    CHECK_OK(thaw_sched_sim_workload_alloc(2, 3, &w));
+    for (size_t m = 0; m < 2; m++) {
+        w->models[m] = (struct thaw_sched_sim_model){
+            .params_b = 7,
+            .bytes = 14000000000ull,
+            .n_gpus = 1,
+            .prefill_tok_s = 10000,
+            .decode_s_per_tok = 0.01,
+        };
+    }
+    w->reqs[0] = (struct thaw_sched_sim_request){ 0.0, 0, 100, 10 };
+    w->reqs[1] = (struct thaw_sched_sim_request){ 10.0, 1, 100, 10 };
+    w->reqs[2] = (struct thaw_sched_sim_request){ 20.0, 0, 100, 10 };
+    w->duration_s = 20;
+    struct thaw_sched_sim_req_detail d[3];
+    for (int v = 0; v < 3; v++) {
+        struct thaw_sched_sim_opts o = {
+            .policy = v == 0 ? THAW_SCHED_SIM_SLLM : THAW_SCHED_SIM_THAW,
+            .seed = 1,
+            .noise_sigma = -1,
+            .no_ewma = 1, /* both hosts priced at the estimator's defaults: a tie */
+            .details = d,
+        };
+        o.thaw_off = v == 1 ? THAW_SCHED_SIM_OFF_EVCOST : 0;
+        o.cluster.n_hosts = 2;
+        o.cluster.gpus_per_host = 1;
+        struct thaw_sched_sim_result r;
+        CHECK_OK(thaw_sched_sim_run(w, &o, &r));
+        check_sane(w, &r);
+        CHECK_EQ(d[1].free_hosts, 1);
+        if (v == 2) {
+            CHECK_EQ(r.n_cold_starts, 2);
+            CHECK_EQ(d[1].evicted, 0);
+            CHECK_EQ(d[2].how, THAW_SCHED_SIM_HOW_WARM);
+            CHECK(d[2].startup_s == 0);
+        } else {
+            CHECK_EQ(r.n_cold_starts, 3);
+            CHECK_EQ(d[1].evicted, 1);
+            CHECK_EQ(d[2].how, THAW_SCHED_SIM_HOW_COLD);
+            CHECK_EQ(d[2].gone_why, THAW_SCHED_SIM_GONE_EVICTED);
+            CHECK_NEAR(d[2].gone_s, 10.0, 1e-6);
+            CHECK(d[2].startup_s > 0.5); /* 14 GB DRAM -> GPU at 25 GB/s */
+        }
+        CHECK_EQ(d[0].gone_why, THAW_SCHED_SIM_GONE_NONE);
+        CHECK(d[0].gone_s < 0);
+    }
     thaw_sched_sim_workload_free(w);
 }
 
@@ -424,6 +487,7 @@ static const struct test_case cases[] = {
     { "migration", t_migration },
     { "tail_weighted_eviction", t_tail_weighted_eviction },
     { "wait_and_stage", t_wait_and_stage },
+    { "evict_cost_placement", t_evict_cost_placement },
     { "estimator_error", t_estimator_error },
     { "too_big", t_too_big },
     { "alloc_failures", t_alloc_failures },
