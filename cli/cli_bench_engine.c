@@ -2,7 +2,11 @@
  * cli_bench_engine.c - `thaw bench engine CKPT`: decode and prefill speed of
  * the CPU engine against the limits of this machine measured in the same
  * run: memory read bandwidth (decode reads every weight once per step) and
- * the FMA rate of all cores (prefill is compute bound).
+ * the FMA rate of all cores (prefill is compute bound). With --device cuda
+ * the checkpoint is loaded into GPU memory and the CUDA backend is timed;
+ * the rate at which it streams the weights (weight bytes x tok/s) is
+ * reported for comparison with the GPU's HBM bandwidth (bench/gpu/run.sh
+ * measures that separately).
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -136,10 +140,12 @@ static double fma_rate(int n)
 
 /* Decode n_seqs sequences of `tokens` tokens together; tokens/s after the
  * prefill step. */
-static int decode_rate(struct thaw_model *m, int threads, int n_seqs, int tokens, double *tps)
+static int decode_rate(struct thaw_model *m, const struct thaw_engine_opts *base, int n_seqs,
+                       int tokens, double *tps)
 {
-    struct thaw_engine_opts o = { .max_seqs = (uint32_t)n_seqs, .ctx = (uint32_t)tokens + 64,
-                                  .n_threads = (uint32_t)threads };
+    struct thaw_engine_opts o = *base;
+    o.max_seqs = (uint32_t)n_seqs;
+    o.ctx = (uint32_t)tokens + 64;
     struct thaw_engine *e;
     int rc = thaw_engine_create(m, &o, &e);
     if (rc)
@@ -172,10 +178,13 @@ out:
     return rc;
 }
 
-static int prefill_rate(struct thaw_model *m, int threads, int n, double *tps)
+static int prefill_rate(struct thaw_model *m, const struct thaw_engine_opts *base, int n,
+                        double *tps)
 {
-    struct thaw_engine_opts o = { .max_seqs = 1, .ctx = (uint32_t)n + 8,
-                                  .n_threads = (uint32_t)threads, .prefill_chunk = (uint32_t)n };
+    struct thaw_engine_opts o = *base;
+    o.max_seqs = 1;
+    o.ctx = (uint32_t)n + 8;
+    o.prefill_chunk = (uint32_t)n;
     struct thaw_engine *e;
     int rc = thaw_engine_create(m, &o, &e);
     if (rc)
@@ -209,14 +218,62 @@ static int prefill_rate(struct thaw_model *m, int threads, int n, double *tps)
     return rc;
 }
 
+/* The CUDA backend: decode at batch 1 and `batch`, prefill; no CPU probes. */
+static int bench_cuda(const struct thaw_loader *ld, int gpu_loaded, struct thaw_model *m,
+                      const struct thaw_engine_opts *eo, int tokens, int batch, int prompt,
+                      int json)
+{
+    const struct thaw_model_config *c = thaw_model_config(m);
+    const struct thaw_load_stats *ls = thaw_loader_stats(ld);
+    double wbytes = (double)thaw_model_weight_bytes(m);
+    struct thaw_engine *e;
+    int rc = thaw_engine_create(m, eo, &e); /* validates the device, names it */
+    if (rc)
+        return cli_error("bench engine", rc);
+    char dev[320];
+    snprintf(dev, sizeof dev, "%s", thaw_engine_backend_name(e));
+    thaw_engine_destroy(e);
+    double d1 = 0, dn = 0, pf = 0;
+    if ((rc = decode_rate(m, eo, 1, tokens, &d1)) || (rc = decode_rate(m, eo, batch, tokens, &dn)) ||
+        (rc = prefill_rate(m, eo, prompt, &pf)))
+        return cli_error("bench engine", rc);
+    if (json) {
+        printf("{\"model\":\"%s\",\"device\":\"%s\",\"weight_bytes\":%.0f,"
+               "\"weights_in_gpu_memory\":%s,\"load_s\":%.3f,\"load_gbps\":%.2f,"
+               "\"fast_act\":%s,\"decode1_tps\":%.2f,\"decode1_weight_gbps\":%.1f,"
+               "\"batch\":%d,\"decodeN_tps\":%.2f,\"decodeN_step_weight_gbps\":%.1f,"
+               "\"batch_speedup\":%.2f,\"prefill_tokens\":%d,\"prefill_tps\":%.1f}\n",
+               c->architecture, dev, wbytes, gpu_loaded ? "true" : "false",
+               ls->seconds, ls->gbps, eo->gpu_fast_act ? "true" : "false", d1, d1 * wbytes / 1e9,
+               batch, dn, dn / batch * wbytes / 1e9, dn / d1, prompt, pf);
+    } else {
+        printf("model %s on %s: %.1f MB of weights read per decode step\n", c->architecture, dev,
+               wbytes / 1e6);
+        printf("  load                    %.2f s (%.2f GB/s)\n", ls->seconds, ls->gbps);
+        printf("  decode, 1 sequence      %.1f tok/s = %.0f GB/s of weights\n", d1,
+               d1 * wbytes / 1e9);
+        printf("  decode, %d sequences    %.1f tok/s = %.2fx one sequence (%.0f GB/s per step)\n",
+               batch, dn, dn / d1, dn / batch * wbytes / 1e9);
+        printf("  prefill, %d tokens      %.0f tok/s\n", prompt, pf);
+    }
+    return 0;
+}
+
 int cli_bench_engine(int argc, char **argv)
 {
     const char *ckpt = NULL;
-    int threads = 0, tokens = 64, batch = 8, prompt = 256, json = 0;
+    int threads = 0, tokens = 64, batch = 8, prompt = 256, json = 0, backend = THAW_BACKEND_CPU;
+    int fast_act = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0)
             json = 1;
+        else if (strcmp(a, "--fast-act") == 0)
+            fast_act = 1;
+        else if (strcmp(a, "--device") == 0 && v) {
+            if ((backend = cli_parse_device(argv[++i])) < 0)
+                goto usage;
+        }
         else if (strcmp(a, "--threads") == 0 && v)
             threads = atoi(argv[++i]);
         else if (strcmp(a, "--tokens") == 0 && v)
@@ -239,22 +296,34 @@ int cli_bench_engine(int argc, char **argv)
     if (threads > 256)
         threads = 256;
     struct thaw_loader_opts lo = { 0 };
+    int gpu = backend == THAW_BACKEND_CUDA && thaw_loader_gpu_available();
+    if (gpu)
+        lo.target = THAW_LOAD_GPU;
     struct thaw_loader *ld;
     int rc = thaw_loader_load(ckpt, &lo, &ld);
     if (rc)
         return cli_error(ckpt, rc);
     struct thaw_model *m;
-    if ((rc = cli_model_open(ld, &m))) {
+    if ((rc = cli_model_open(ld, gpu, &m))) {
         thaw_loader_destroy(ld);
         return cli_error(ckpt, rc);
     }
     const struct thaw_model_config *c = thaw_model_config(m);
+    struct thaw_engine_opts eo = { .n_threads = (uint32_t)threads,
+                                   .backend = (enum thaw_backend)backend,
+                                   .gpu_fast_act = fast_act };
+    if (backend == THAW_BACKEND_CUDA) {
+        rc = bench_cuda(ld, gpu, m, &eo, tokens, batch, prompt, json);
+        thaw_model_destroy(m);
+        thaw_loader_destroy(ld);
+        return rc;
+    }
     double bw = mem_bandwidth(threads), gflops = fma_rate(threads);
     double wbytes = (double)thaw_model_weight_bytes(m);
     double d1 = 0, dn = 0, pf = 0;
-    if (!(rc = decode_rate(m, threads, 1, tokens, &d1)) &&
-        !(rc = decode_rate(m, threads, batch, tokens, &dn)))
-        rc = prefill_rate(m, threads, prompt, &pf);
+    if (!(rc = decode_rate(m, &eo, 1, tokens, &d1)) &&
+        !(rc = decode_rate(m, &eo, batch, tokens, &dn)))
+        rc = prefill_rate(m, &eo, prompt, &pf);
     if (rc) {
         thaw_model_destroy(m);
         thaw_loader_destroy(ld);
@@ -292,6 +361,6 @@ int cli_bench_engine(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: thaw bench engine CKPT [--tokens N] [--batch N] [--prompt N] "
-                    "[--threads N] [--json]\n");
+                    "[--threads N] [--device cpu|cuda] [--fast-act] [--json]\n");
     return 2;
 }

@@ -1,7 +1,9 @@
 /*
  * cli_engine.c - `thaw tokenize`, `thaw generate` and `thaw logits`: the
  * engine from the command line, on a checkpoint loaded by the loader (a
- * directory or any URI the loader takes).
+ * directory or any URI the loader takes). --device cuda loads the weights
+ * straight into GPU memory (when a device is usable) and runs the CUDA
+ * backend on them in place.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -20,7 +22,16 @@ struct loaded {
     struct thaw_tokenizer *tok; /* NULL when the checkpoint has no tokenizer.json */
 };
 
-int cli_model_open(const struct thaw_loader *ld, struct thaw_model **out)
+int cli_parse_device(const char *s)
+{
+    if (strcmp(s, "cpu") == 0)
+        return THAW_BACKEND_CPU;
+    if (strcmp(s, "cuda") == 0 || strcmp(s, "gpu") == 0)
+        return THAW_BACKEND_CUDA;
+    return -1;
+}
+
+int cli_model_open(const struct thaw_loader *ld, int device_ptrs, struct thaw_model **out)
 {
     const struct thaw_manifest *man = thaw_loader_manifest(ld);
     uint32_t n = thaw_manifest_n_partitions(man);
@@ -29,7 +40,8 @@ int cli_model_open(const struct thaw_loader *ld, struct thaw_model **out)
         return -ENOMEM;
     for (uint32_t p = 0; p < n; p++)
         parts[p] = thaw_loader_partition(ld, p, NULL);
-    struct thaw_model_source src = { .manifest = man, .partitions = parts };
+    struct thaw_model_source src = { .manifest = man, .partitions = parts,
+                                     .device_ptrs = device_ptrs };
     src.config_json = thaw_loader_side_file(ld, "config.json", &src.config_len);
     int rc = thaw_model_open(&src, out);
     thaw_free(parts);
@@ -45,16 +57,20 @@ static void unload(struct loaded *l)
 }
 
 /* Load a checkpoint; want: 1 = model, 2 = tokenizer (required), 3 = both
- * with the tokenizer optional. */
-static int load(const char *uri, int want, struct loaded *l)
+ * with the tokenizer optional. backend CUDA: into GPU memory when a device
+ * is usable (else into host memory, and the engine says why CUDA fails). */
+static int load(const char *uri, int want, enum thaw_backend backend, struct loaded *l)
 {
     memset(l, 0, sizeof *l);
     struct thaw_loader_opts o = { 0 };
+    int gpu = backend == THAW_BACKEND_CUDA && (want & 1) && thaw_loader_gpu_available();
+    if (gpu)
+        o.target = THAW_LOAD_GPU;
     int rc = thaw_loader_load(uri, &o, &l->ld);
     if (rc)
         return cli_error(uri, rc);
     if (want & 1) {
-        if ((rc = cli_model_open(l->ld, &l->m))) {
+        if ((rc = cli_model_open(l->ld, gpu, &l->m))) {
             unload(l);
             return cli_error(uri, rc);
         }
@@ -126,7 +142,7 @@ int cli_tokenize(int argc, char **argv)
     if (!ckpt || !text)
         goto usage;
     struct loaded l;
-    if (load(ckpt, 2, &l))
+    if (load(ckpt, 2, THAW_BACKEND_CPU, &l))
         return 1;
     int32_t *ids;
     size_t n;
@@ -179,9 +195,14 @@ int cli_logits(int argc, char **argv)
 {
     const char *ckpt = NULL, *ids_s = NULL, *out = NULL;
     unsigned threads = 0;
+    int backend = THAW_BACKEND_CPU;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--ids") == 0 && i + 1 < argc)
             ids_s = argv[++i];
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            if ((backend = cli_parse_device(argv[++i])) < 0)
+                goto usage;
+        }
         else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
             out = argv[++i];
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
@@ -199,11 +220,12 @@ int cli_logits(int argc, char **argv)
     if (rc)
         return cli_error("logits", rc);
     struct loaded l;
-    if (load(ckpt, 1, &l)) {
+    if (load(ckpt, 1, (enum thaw_backend)backend, &l)) {
         thaw_free(ids);
         return 1;
     }
-    struct thaw_engine_opts eo = { .max_seqs = 1, .ctx = (uint32_t)n + 1, .n_threads = threads };
+    struct thaw_engine_opts eo = { .max_seqs = 1, .ctx = (uint32_t)n + 1, .n_threads = threads,
+                                   .backend = (enum thaw_backend)backend };
     struct thaw_engine *e = NULL;
     int V = thaw_model_config(l.m)->vocab;
     float *lg = thaw_malloc(n * (size_t)V * sizeof *lg);
@@ -223,7 +245,8 @@ int cli_logits(int argc, char **argv)
         return cli_error("logits", rc);
     return 0;
 usage:
-    fprintf(stderr, "usage: thaw logits CKPT --ids 1,2,3 --out FILE.npy [--threads N]\n");
+    fprintf(stderr, "usage: thaw logits CKPT --ids 1,2,3 --out FILE.npy [--threads N] "
+                    "[--device cpu|cuda]\n");
     return 2;
 }
 
@@ -244,7 +267,7 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 int cli_generate(int argc, char **argv)
 {
     const char *ckpt = NULL, *prompt = NULL, *ids_s = NULL, *system = NULL, *fmt_s = "auto";
-    int chat = 0, json = 0;
+    int chat = 0, json = 0, backend = THAW_BACKEND_CPU;
     double max_tokens = 256, threads = 0, ctx = 0;
     struct thaw_sampling sp;
     thaw_sampling_defaults(&sp);
@@ -266,6 +289,9 @@ int cli_generate(int argc, char **argv)
             system = argv[++i];
         } else if (strcmp(a, "--chat-format") == 0) {
             fmt_s = argv[++i];
+        } else if (strcmp(a, "--device") == 0) {
+            if ((backend = cli_parse_device(argv[++i])) < 0)
+                goto usage;
         } else if (strcmp(a, "--max-tokens") == 0) {
             rc = parse_num(a, argv[++i], 1, 1 << 20, &max_tokens);
         } else if (strcmp(a, "--threads") == 0) {
@@ -308,7 +334,7 @@ int cli_generate(int argc, char **argv)
 
     double t0 = thaw_now_s();
     struct loaded l;
-    if (load(ckpt, prompt ? 3 : 1, &l))
+    if (load(ckpt, prompt ? 3 : 1, (enum thaw_backend)backend, &l))
         return 1;
     if (prompt && !l.tok) {
         unload(&l);
@@ -342,7 +368,8 @@ int cli_generate(int argc, char **argv)
     if (rc)
         goto out;
     struct thaw_engine_opts eo = { .max_seqs = 1, .ctx = (uint32_t)ctx,
-                                   .n_threads = (uint32_t)threads };
+                                   .n_threads = (uint32_t)threads,
+                                   .backend = (enum thaw_backend)backend };
     if ((rc = thaw_engine_create(l.m, &eo, &e)))
         goto out;
     int32_t stops[16];
@@ -427,10 +454,10 @@ int cli_generate(int argc, char **argv)
     fflush(stdout);
     double decode_s = t_end - t_first;
     fprintf(stderr, "thaw: load %.2f s, prompt %zu tokens in %.3f s (%.1f tok/s), %zu tokens "
-            "generated at %.1f tok/s (%s, %s)\n", t_load, n, t_first - t_start,
+            "generated at %.1f tok/s (%s, %s, %s)\n", t_load, n, t_first - t_start,
             (double)n / (t_first - t_start + 1e-9), n_gen,
             n_gen > 1 ? (double)(n_gen - 1) / (decode_s + 1e-9) : 0.0, finish,
-            thaw_model_config(l.m)->architecture);
+            thaw_model_config(l.m)->architecture, thaw_engine_backend_name(e));
 out:
     json_decref(text_acc);
     thaw_free(gen);
@@ -447,6 +474,7 @@ usage:
             "usage: thaw generate CKPT (--prompt TEXT | --ids 1,2,3) [--chat] [--system TEXT]\n"
             "         [--chat-format auto|chatml|llama3|llama2|mistral|zephyr] [--max-tokens N]\n"
             "         [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
-            "         [--repetition-penalty R] [--seed S] [--ctx N] [--threads N] [--json]\n");
+            "         [--repetition-penalty R] [--seed S] [--ctx N] [--threads N] [--json]\n"
+            "         [--device cpu|cuda]\n");
     return 2;
 }

@@ -17,8 +17,10 @@ int cli_simulate(int argc, char **argv);
 struct thaw_loader;
 struct thaw_model;
 /* Bind the engine's model to a loaded checkpoint (its partitions and
- * config.json). */
-int cli_model_open(const struct thaw_loader *ld, struct thaw_model **out);
+ * config.json); device_ptrs: it was loaded with target GPU. */
+int cli_model_open(const struct thaw_loader *ld, int device_ptrs, struct thaw_model **out);
+/* "cpu" -> 0, "cuda" -> 1 (a thaw_backend); -1 for anything else. */
+int cli_parse_device(const char *s);
 
 /* Print "thaw: <msg>" with the last error's message to stderr; returns 1. */
 int cli_error(const char *what, int rc);

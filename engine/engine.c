@@ -1,5 +1,7 @@
 /*
- * engine.c - continuous batching on the CPU backend.
+ * engine.c - continuous batching, and the CPU backend's forward pass (the
+ * CUDA backend, engine/cuda.cu behind engine/eng_cuda.h, runs the same pass
+ * on the GPU when the engine is created with THAW_BACKEND_CUDA).
  *
  * Each step gathers one token from every decoding sequence and a chunk of
  * prompt from prefilling ones into a single batch, so the weights are read
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/eng_cuda.h"
 #include "engine/engine_int.h"
 
 #define QUEUE_MAX 4096
@@ -30,21 +33,17 @@ struct seq {
     struct eng_rng rng;
 };
 
-/* One token of the step's batch. */
-struct btok {
-    int32_t tok;
-    int pos, slot;
-    int logit_row; /* -1: no logits wanted */
-};
-
 struct thaw_engine {
     struct thaw_model *m;
+    enum thaw_backend backend;
+    struct eng_cuda *cuda; /* CUDA backend; NULL on the CPU */
     struct eng_pool *pool;
     int ctx, max_seqs, chunk, max_tok, max_logit_rows;
     int H, I, qd, kvd, hd, V;
     float *kcache, *vcache;
     float *cos_t, *sin_t; /* [ctx][hd/2] */
-    float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2, *logits;
+    float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
+    float *logits;        /* [max_logit_rows][V]; the CUDA backend's pinned buffer there */
     float *scratch;       /* per chunk: 4 * max(H, I, qd) */
     float *scores;        /* per chunk: ctx */
     size_t scratch_per;
@@ -55,7 +54,7 @@ struct thaw_engine {
     struct thaw_event *events;
     size_t n_events, cap_events;
     struct eng_sample_buf sbuf;
-    struct btok *batch;
+    struct eng_btok *batch;
     int n_batch;
 };
 
@@ -114,12 +113,19 @@ int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
     struct thaw_engine_opts def = { 0 };
     if (!o)
         o = &def;
+    if (o->backend != THAW_BACKEND_CPU && o->backend != THAW_BACKEND_CUDA)
+        return THAW_FAIL(THAW_EINVAL, "engine: unknown backend %d", (int)o->backend);
+    if (m->device_ptrs && o->backend != THAW_BACKEND_CUDA)
+        return THAW_FAIL(THAW_EINVAL, "engine: the model's weights are in GPU memory "
+                         "(loaded with target GPU); only the CUDA backend can run it");
+    int cpu = o->backend == THAW_BACKEND_CPU;
     eng_cpu_init();
     const struct thaw_model_config *c = &m->cfg;
     struct thaw_engine *e = thaw_calloc(1, sizeof *e);
     if (!e)
         return -ENOMEM;
     e->m = m;
+    e->backend = o->backend;
     e->max_seqs = o->max_seqs ? (int)o->max_seqs : 8;
     e->ctx = o->ctx ? (int)o->ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
     if (m->sliding_window && m->sliding_window < e->ctx)
@@ -138,7 +144,8 @@ int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
     e->qd = c->n_heads * c->head_dim;
     e->kvd = c->n_kv_heads * c->head_dim;
     e->V = c->vocab;
-    int rc = eng_pool_create((int)o->n_threads, &e->pool);
+    /* The CUDA backend runs no host threads of its own. */
+    int rc = eng_pool_create(cpu ? (int)o->n_threads : 1, &e->pool);
     if (rc) {
         thaw_free(e);
         return rc;
@@ -151,29 +158,35 @@ int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
     e->scratch_per = 4 * (size_t)wide;
     size_t kv = (size_t)e->max_seqs * c->n_layers * (size_t)e->ctx * e->kvd;
     size_t T = (size_t)e->max_tok;
-    /* calloc: large blocks come from fresh mmap, so untouched KV costs nothing. */
-    e->kcache = thaw_calloc(kv, sizeof(float));
-    e->vcache = thaw_calloc(kv, sizeof(float));
+    /* calloc: large blocks come from fresh mmap, so untouched KV costs nothing.
+     * The CUDA backend keeps KV, activations and logits itself. */
+    if (cpu) {
+        e->kcache = thaw_calloc(kv, sizeof(float));
+        e->vcache = thaw_calloc(kv, sizeof(float));
+    }
     e->cos_t = thaw_malloc((size_t)e->ctx * (e->hd / 2) * sizeof(float));
     e->sin_t = thaw_malloc((size_t)e->ctx * (e->hd / 2) * sizeof(float));
-    e->x = thaw_malloc(T * e->H * sizeof(float));
-    e->xb = thaw_malloc(T * wide * sizeof(float));
-    e->xb2 = thaw_malloc(T * e->H * sizeof(float));
-    e->q = thaw_malloc(T * e->qd * sizeof(float));
-    e->k = thaw_malloc(T * e->kvd * sizeof(float));
-    e->v = thaw_malloc(T * e->kvd * sizeof(float));
-    e->att = thaw_malloc(T * e->qd * sizeof(float));
-    e->hb = thaw_malloc(T * e->I * sizeof(float));
-    e->hb2 = thaw_malloc(T * e->I * sizeof(float));
-    e->logits = thaw_malloc((size_t)e->max_logit_rows * e->V * sizeof(float));
-    e->scratch = thaw_malloc((size_t)MAX_CHUNKS * e->scratch_per * sizeof(float));
-    e->scores = thaw_malloc((size_t)MAX_CHUNKS * e->ctx * sizeof(float));
+    if (cpu) {
+        e->x = thaw_malloc(T * e->H * sizeof(float));
+        e->xb = thaw_malloc(T * wide * sizeof(float));
+        e->xb2 = thaw_malloc(T * e->H * sizeof(float));
+        e->q = thaw_malloc(T * e->qd * sizeof(float));
+        e->k = thaw_malloc(T * e->kvd * sizeof(float));
+        e->v = thaw_malloc(T * e->kvd * sizeof(float));
+        e->att = thaw_malloc(T * e->qd * sizeof(float));
+        e->hb = thaw_malloc(T * e->I * sizeof(float));
+        e->hb2 = thaw_malloc(T * e->I * sizeof(float));
+        e->logits = thaw_malloc((size_t)e->max_logit_rows * e->V * sizeof(float));
+        e->scratch = thaw_malloc((size_t)MAX_CHUNKS * e->scratch_per * sizeof(float));
+        e->scores = thaw_malloc((size_t)MAX_CHUNKS * e->ctx * sizeof(float));
+    }
     e->slots = thaw_calloc((size_t)e->max_seqs, sizeof *e->slots);
     e->queue = thaw_calloc(QUEUE_MAX, sizeof *e->queue);
     e->batch = thaw_calloc(T, sizeof *e->batch);
-    if (!e->kcache || !e->vcache || !e->cos_t || !e->sin_t || !e->x || !e->xb || !e->xb2 ||
-        !e->q || !e->k || !e->v || !e->att || !e->hb || !e->hb2 || !e->logits || !e->scratch ||
-        !e->scores || !e->slots || !e->queue || !e->batch) {
+    int cpu_missing = cpu && (!e->kcache || !e->vcache || !e->x || !e->xb || !e->xb2 || !e->q ||
+                              !e->k || !e->v || !e->att || !e->hb || !e->hb2 || !e->logits ||
+                              !e->scratch || !e->scores);
+    if (cpu_missing || !e->cos_t || !e->sin_t || !e->slots || !e->queue || !e->batch) {
         thaw_engine_destroy(e);
         return THAW_FAIL(-ENOMEM, "engine: cannot allocate buffers (KV %zu MiB)",
                          kv * 2 * sizeof(float) >> 20);
@@ -182,9 +195,22 @@ int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
         thaw_engine_destroy(e);
         return rc;
     }
+    if (!cpu) {
+        struct eng_cuda_opts co = { .device = o->gpu_device, .max_seqs = e->max_seqs,
+                                    .ctx = e->ctx, .max_tok = e->max_tok,
+                                    .max_logit_rows = e->max_logit_rows,
+                                    .fast_act = o->gpu_fast_act, .cos_t = e->cos_t,
+                                    .sin_t = e->sin_t };
+        if ((rc = eng_cuda_create(m, &co, &e->cuda))) {
+            thaw_engine_destroy(e);
+            return rc;
+        }
+        e->logits = eng_cuda_logits(e->cuda);
+    }
     e->next_id = 1;
-    THAW_LOG(THAW_LOG_DEBUG, "engine", "create", "isa=%s threads=%d max_seqs=%d ctx=%d chunk=%d",
-             eng_cpu_isa(), nt, e->max_seqs, e->ctx, e->chunk);
+    THAW_LOG(THAW_LOG_DEBUG, "engine", "create",
+             "backend=%s isa=%s threads=%d max_seqs=%d ctx=%d chunk=%d",
+             thaw_engine_backend_name(e), eng_cpu_isa(), nt, e->max_seqs, e->ctx, e->chunk);
     *out = e;
     return 0;
 }
@@ -220,7 +246,9 @@ void thaw_engine_destroy(struct thaw_engine *e)
     thaw_free(e->att);
     thaw_free(e->hb);
     thaw_free(e->hb2);
-    thaw_free(e->logits);
+    if (!e->cuda)
+        thaw_free(e->logits); /* else the backend's pinned buffer */
+    eng_cuda_destroy(e->cuda);
     thaw_free(e->scratch);
     thaw_free(e->scores);
     thaw_free(e->slots);
@@ -306,7 +334,7 @@ static void att_run(void *arg, int wi, int nw)
     int window = e->m->sliding_window;
     for (long it = i0; it < i1; it++) {
         int t = (int)(it / nh), h = (int)(it % nh), kvh = h / group;
-        const struct btok *bt = &e->batch[t];
+        const struct eng_btok *bt = &e->batch[t];
         const float *q = e->q + (size_t)t * e->qd + (size_t)h * hd;
         size_t base = ((size_t)bt->slot * c->n_layers + j->layer) * (size_t)e->ctx;
         const float *K = e->kcache + base * e->kvd + (size_t)kvh * hd;
@@ -375,7 +403,7 @@ static void forward(struct thaw_engine *e)
         j.part[2] = (struct mm_part){ &L->v, &L->v_bias, e->v, e->kvd, 0, e->xb };
         eng_pool_run(e->pool, mm_run, &j, mm_chunks(&j));
         for (int t = 0; t < N; t++) {
-            const struct btok *bt = &e->batch[t];
+            const struct eng_btok *bt = &e->batch[t];
             const float *cs = e->cos_t + (size_t)bt->pos * half, *sn = e->sin_t + (size_t)bt->pos * half;
             for (int h = 0; h < c->n_heads; h++)
                 rope(e->q + (size_t)t * e->qd + (size_t)h * e->hd, cs, sn, half);
@@ -417,6 +445,20 @@ static void forward(struct thaw_engine *e)
     }
     if (nl)
         matmul(e, nl, e->xb, &m->lm_head, NULL, e->logits, e->V);
+}
+
+/* One forward pass of e->batch on the engine's backend. */
+static int run_forward(struct thaw_engine *e)
+{
+    if (e->cuda)
+        return eng_cuda_forward(e->cuda, e->batch, e->n_batch);
+    forward(e);
+    return 0;
+}
+
+const char *thaw_engine_backend_name(const struct thaw_engine *e)
+{
+    return e->cuda ? eng_cuda_name(e->cuda) : "cpu";
 }
 
 /* ---------------------------------------------------------------- sequences */
@@ -600,7 +642,7 @@ int thaw_engine_step(struct thaw_engine *e, const struct thaw_event **ev, size_t
                 take = (size_t)(e->max_tok - N);
             for (size_t k = 0; k < take; k++) {
                 size_t pos = s->n_cached + k;
-                e->batch[N++] = (struct btok){ s->tokens[pos], (int)pos, i, -1 };
+                e->batch[N++] = (struct eng_btok){ s->tokens[pos], (int)pos, i, -1 };
             }
             s->n_cached += take;
             if (take && s->n_cached == s->n)
@@ -608,8 +650,10 @@ int thaw_engine_step(struct thaw_engine *e, const struct thaw_event **ev, size_t
         }
     }
     e->n_batch = N;
-    if (N)
-        forward(e);
+    /* A failed GPU pass leaves this step's sequences unusable (their tokens
+     * counted as cached); the caller treats it as fatal for the engine. */
+    if (N && (rc = run_forward(e)))
+        return rc;
     /* Sample for every sequence that got logits. */
     for (int t = 0; t < N; t++) {
         int r = e->batch[t].logit_row;
@@ -662,9 +706,10 @@ int thaw_engine_logits(struct thaw_engine *e, const int32_t *ids, size_t n, floa
     for (size_t at = 0; at < n; at += step) {
         size_t k = n - at < step ? n - at : step;
         for (size_t i = 0; i < k; i++)
-            e->batch[i] = (struct btok){ ids[at + i], (int)(at + i), slot, (int)i };
+            e->batch[i] = (struct eng_btok){ ids[at + i], (int)(at + i), slot, (int)i };
         e->n_batch = (int)k;
-        forward(e);
+        if ((rc = run_forward(e)))
+            return rc;
         memcpy(out + at * e->V, e->logits, k * e->V * sizeof(float));
     }
     return 0;

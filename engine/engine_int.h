@@ -1,16 +1,19 @@
 /*
  * engine_int.h - private to engine/: the bound model, CPU kernels, the
- * thread pool and the sampler's per-sequence state.
+ * thread pool and the sampler's per-sequence state. Also read by the CUDA
+ * backend (engine/cuda.cu, C++), so it stays free of C-only headers.
  */
 #ifndef ENGINE_INT_H
 #define ENGINE_INT_H
 
 #include <errno.h>
-#include <stdatomic.h>
-#include <pthread.h>
 
 #include "ckpt/thaw_ckpt.h"
 #include "engine/thaw_engine.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* A weight matrix [rows][cols] (or vector: rows 1) in the loader's buffer. */
 struct eng_weight {
@@ -24,12 +27,30 @@ struct eng_layer {
     struct eng_weight ffn_norm, gate, up, down;
 };
 
+/* One partition of the checkpoint as the model was bound to it. */
+struct eng_part {
+    const char *base; /* host or device address (see device_ptrs) */
+    size_t bytes;
+};
+
 struct thaw_model {
     struct thaw_model_config cfg;
     struct eng_weight embed, norm, lm_head; /* lm_head == embed when tied */
     struct eng_layer *layers;
     uint64_t weight_bytes;
     int sliding_window; /* 0 = none */
+    struct eng_part *parts; /* [n_parts]: every weight lies inside one */
+    uint32_t n_parts;
+    int device_ptrs;        /* weights are CUDA device pointers: never dereference on the host */
+};
+
+/* One token of a step's batch: the token, its position in its sequence, the
+ * sequence's KV slot and the row of the logits it wants (-1: none). Shared
+ * by the CPU forward and the CUDA backend (which copies it to the device). */
+struct eng_btok {
+    int32_t tok;
+    int32_t pos, slot;
+    int32_t logit_row;
 };
 
 /* ---------------------------------------------------------------- thread pool */
@@ -99,5 +120,9 @@ void eng_sample_buf_free(struct eng_sample_buf *b);
 int eng_sample(const struct thaw_sampling *s, float *logits, int vocab, const int32_t *tokens,
                size_t n, size_t n_prompt, struct eng_rng *rng, struct eng_sample_buf *b,
                int32_t *token, float *logprob) THAW_MUST_CHECK;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* ENGINE_INT_H */

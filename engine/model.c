@@ -2,7 +2,8 @@
  * model.c - bind a LLaMA-family model to a loaded checkpoint: read its
  * config (config.json, Hugging Face field names and defaults), check every
  * tensor's presence, shape and dtype, and keep pointers into the loader's
- * buffers. Nothing is copied.
+ * buffers. Nothing is copied, and no weight is read here: the partitions may
+ * be GPU memory (source device_ptrs), which only the CUDA backend touches.
  */
 #include <jansson.h>
 #include <math.h>
@@ -243,6 +244,18 @@ int thaw_model_open(const struct thaw_model_source *src, struct thaw_model **out
     json_decref(root);
     if (rc)
         goto fail;
+    /* The partitions' extents, so a backend can copy or translate them. */
+    m->device_ptrs = src->device_ptrs != 0;
+    m->n_parts = thaw_manifest_n_partitions(src->manifest);
+    m->parts = thaw_calloc(m->n_parts ? m->n_parts : 1, sizeof *m->parts);
+    if (!m->parts) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (uint32_t p = 0; p < m->n_parts; p++) {
+        m->parts[p].base = src->partitions[p];
+        m->parts[p].bytes = (size_t)thaw_manifest_partition(src->manifest, p)->bytes;
+    }
     struct thaw_model_config *c = &m->cfg;
     int H = c->hidden, I = c->intermediate, qd = c->n_heads * c->head_dim,
         kvd = c->n_kv_heads * c->head_dim;
@@ -306,6 +319,7 @@ void thaw_model_destroy(struct thaw_model *m)
     if (!m)
         return;
     thaw_free(m->layers);
+    thaw_free(m->parts);
     thaw_free(m);
 }
 

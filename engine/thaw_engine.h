@@ -1,7 +1,8 @@
 /*
  * thaw_engine.h - the inference engine: LLaMA-family models run straight on
- * the loader's buffers (CPU backend), the tokenizer (tokenizer.json), chat
- * formats, the sampler and continuous batching of many sequences.
+ * the loader's buffers (CPU backend, or CUDA with cuBLAS in a CUDA build),
+ * the tokenizer (tokenizer.json), chat formats, the sampler and continuous
+ * batching of many sequences.
  *
  * Threading: a tokenizer is immutable after load and may be shared by
  * threads. An engine is driven by one thread at a time (submit, step,
@@ -142,12 +143,14 @@ struct thaw_model_config {
 struct thaw_model;
 
 /* Where a checkpoint's weights are: its manifest, the base address of each
- * partition in host memory (as the loader placed them) and config.json. */
+ * partition (as the loader placed them) and config.json. */
 struct thaw_model_source {
     const struct thaw_manifest *manifest;
     void *const *partitions;  /* [thaw_manifest_n_partitions] */
     const char *config_json;  /* NULL: the manifest's model fields */
     size_t config_len;
+    int device_ptrs;          /* partitions are CUDA device pointers (loader target GPU):
+                               * only the CUDA backend can run the model */
 };
 
 /*
@@ -181,11 +184,23 @@ int thaw_sampling_validate(const struct thaw_sampling *s) THAW_MUST_CHECK;
 
 /* ================================================================ engine */
 
+enum thaw_backend {
+    THAW_BACKEND_CPU,  /* threads + AVX2/FMA (scalar fallback) */
+    THAW_BACKEND_CUDA, /* cuBLAS GEMMs + own kernels; KV cache in GPU memory */
+};
+
 struct thaw_engine_opts {
     uint32_t max_seqs;      /* concurrent sequences (KV slots); 0 = 8 */
     uint32_t ctx;           /* KV capacity per sequence in tokens; 0 = min(max_pos, 4096) */
-    uint32_t n_threads;     /* 0 = all online CPUs */
+    uint32_t n_threads;     /* 0 = all online CPUs (CPU backend) */
     uint32_t prefill_chunk; /* max prompt tokens per sequence per step; 0 = 512 */
+    enum thaw_backend backend;
+    int gpu_device;         /* CUDA device ordinal (CUDA backend) */
+    /* CUDA with 16-bit weights: GEMM inputs are the f32 activations split
+     * into two 16-bit halves (hi + lo, near-f32 results; decode reads the
+     * weights once either way). 1: round them once to 16 bits (half the
+     * prefill FLOPs, ~1e-2 relative logit error). */
+    int gpu_fast_act;
 };
 
 enum thaw_finish {
@@ -214,9 +229,18 @@ struct thaw_event {
 
 struct thaw_engine;
 
+/*
+ * Create an engine for m (borrowed; must outlive the engine). The CUDA
+ * backend fails with THAW_ENOTSUP when the build has no CUDA or no device is
+ * usable; a model bound with device_ptrs needs the CUDA backend (THAW_EINVAL
+ * otherwise). Weights in host memory are copied to the GPU once per engine.
+ */
 int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
                        struct thaw_engine **out) THAW_MUST_CHECK;
 void thaw_engine_destroy(struct thaw_engine *e);
+/* "cpu" or "cuda"; with CUDA, the device's name follows ("cuda (NVIDIA
+ * H100 80GB HBM3)"). Borrowed until destroy. */
+const char *thaw_engine_backend_name(const struct thaw_engine *e);
 
 /* Queue a sequence. Fails with THAW_ELIMIT when the prompt (plus one token)
  * does not fit the context, THAW_EINVAL for ids outside the vocabulary or an

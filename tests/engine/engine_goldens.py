@@ -29,6 +29,11 @@ Tolerances (max abs diff over all positions and the whole vocabulary):
   SmolLM2 (f32):     <= 1e-2 absolute (logits reach ~37 in magnitude)
   greedy ids:        exact
 
+Usage: engine_goldens.py [--device cpu|cuda] [MODEL...]
+--device cuda runs the same comparisons (same tolerances) through `thaw logits
+--device cuda` and `thaw generate --device cuda`; without a usable CUDA device
+(or in a build without CUDA) it exits 77 with the reason.
+
 Environment: THAW_BIN (dir of the thaw binary, default build/bin),
 THAW_SOURCE_DIR (repo root, default: derived from this file), THAW_PYTHON
 (unused here: this script is run with it), THAW_ENGINE_CMD (optional command
@@ -65,6 +70,7 @@ REF_TOL = 1e-4  # np_ref (float64) vs transformers (float32), relative to scale
 SMOL_TOL = 1e-2
 
 failures = []
+DEVICE_ARGS = []  # ["--device", "cuda"] with --device cuda
 
 
 def fail(msg):
@@ -84,7 +90,7 @@ def ids_arg(ids):
 
 
 def engine_logits(ckpt, ids, out):
-    p = run(ENGINE + ["logits", ckpt, "--ids", ids_arg(ids), "--out", out])
+    p = run(ENGINE + ["logits", ckpt, "--ids", ids_arg(ids), "--out", out] + DEVICE_ARGS)
     if p.returncode != 0:
         return None, f"thaw logits exited {p.returncode}: {p.stderr.strip()[-2000:]}"
     try:
@@ -96,7 +102,7 @@ def engine_logits(ckpt, ids, out):
 
 def engine_generate(ckpt, ids, n):
     p = run(ENGINE + ["generate", ckpt, "--ids", ids_arg(ids), "--max-tokens", str(n),
-                      "--temperature", "0", "--json"])
+                      "--temperature", "0", "--json"] + DEVICE_ARGS)
     if p.returncode != 0:
         return None, f"thaw generate exited {p.returncode}: {p.stderr.strip()[-2000:]}"
     for line in reversed(p.stdout.strip().splitlines()):
@@ -284,18 +290,52 @@ def check_smollm2(tmp, engine_ok, summary):
     summary.append(row)
 
 
+def cuda_probe(tmp):
+    """None when `thaw logits --device cuda` runs; else why it cannot."""
+    ck = os.path.join(tmp, "cuda-probe")
+    if not convert(os.path.join(FIX, "llama"), ck):
+        return "thaw convert failed"
+    p = run(ENGINE + ["logits", ck, "--ids", "1,2,3", "--out", os.path.join(tmp, "probe.npy")]
+            + DEVICE_ARGS)
+    if p.returncode == 0:
+        return None
+    err = p.stderr.strip()
+    if "CUDA backend unavailable" in err:
+        return err.splitlines()[-1][:300]
+    fail(f"thaw logits --device cuda exited {p.returncode}: {err[-2000:]}")
+    return None
+
+
 def main():
+    global DEVICE_ARGS
+    args = sys.argv[1:]
+    device = "cpu"
+    if "--device" in args:
+        i = args.index("--device")
+        if i + 1 >= len(args) or args[i + 1] not in ("cpu", "cuda"):
+            print("usage: engine_goldens.py [--device cpu|cuda] [MODEL...]")
+            return 2
+        device = args[i + 1]
+        del args[i:i + 2]
+    if device == "cuda":
+        DEVICE_ARGS = ["--device", "cuda"]
     if not os.access(THAW, os.X_OK):
         print(f"SKIP: {THAW} not found (set THAW_BIN)")
         return 77
     engine_ok, why = has_logits_verb()
     if not engine_ok:
         print(f"note: {why}; checking only convert + np_ref against the goldens")
-    print(f"engine: {' '.join(ENGINE)}")
+    print(f"engine: {' '.join(ENGINE + DEVICE_ARGS)}")
     tmp = tempfile.mkdtemp(prefix="thaw-goldens-")
+    if device == "cuda" and engine_ok:
+        why_not = cuda_probe(tmp)
+        if why_not:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"SKIP: no CUDA backend: {why_not}")
+            return 77
     summary = []
     try:
-        only = sys.argv[1:]
+        only = args
         for name in TINY:
             if not only or name in only:
                 check_tiny(name, tmp, engine_ok, summary)
