@@ -982,32 +982,171 @@ static int load_vocab(struct thaw_tokenizer *t, const json_t *vocab)
     return 0;
 }
 
-/* One merge (a, b) -> rank. */
-static int add_merge(struct thaw_tokenizer *t, const char *a, size_t an, const char *b, size_t bn,
-                     uint32_t rank, struct buf *scratch)
+/* ---------------------------------------------------------------- fast path (tok_json.c) */
+
+/* Returned inside the loader when the fast path meets something it leaves to
+ * jansson; thaw_tok_load then starts over on the slow path. */
+#define FAST_RETRY 1
+
+static int fast_json = 1;
+
+void eng_tok_set_fast_json(int on)
 {
-    int32_t ia = vocab_get(t, a, an), ib = vocab_get(t, b, bn);
+    fast_json = on;
+}
+
+/* One vocab entry of the fast path: its key at m_str + pos. */
+struct vocab_ent {
+    uint32_t pos, len;
+    int32_t id;
+};
+
+struct vocab_scan {
+    struct thaw_tokenizer *t;
+    struct vocab_ent *ents;
+    size_t n, cap, pos;
+    int32_t max_id;
+};
+
+static int vocab_take(void *arg, const char *key, size_t key_n, int64_t id)
+{
+    struct vocab_scan *v = arg;
+    if (id > TOK_MAX_ID)
+        return FAST_RETRY;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 1024;
+        struct vocab_ent *e = thaw_realloc(v->ents, cap * sizeof *e);
+        if (!e)
+            return -ENOMEM;
+        v->ents = e;
+        v->cap = cap;
+    }
+    /* m_str was sized to the raw span: decoded keys plus NULs never exceed it. */
+    memcpy(v->t->m_str + v->pos, key, key_n);
+    v->t->m_str[v->pos + key_n] = '\0';
+    v->ents[v->n++] = (struct vocab_ent){ (uint32_t)v->pos, (uint32_t)key_n, (int32_t)id };
+    v->pos += key_n + 1;
+    if (id > v->max_id)
+        v->max_id = (int32_t)id;
+    return 0;
+}
+
+/* load_vocab from the raw text of model.vocab, in one pass; FAST_RETRY when
+ * the slow path must decide. */
+static int load_vocab_fast(struct thaw_tokenizer *t, const char *text, struct tokj_span sp)
+{
+    size_t raw = sp.end - sp.start;
+    if (raw > UINT32_MAX - 1)
+        return FAST_RETRY;
+    char *scratch = thaw_malloc(raw + 1);
+    t->m_str = thaw_malloc(raw + 1);
+    if (!scratch || !t->m_str) {
+        thaw_free(scratch);
+        return -ENOMEM;
+    }
+    struct vocab_scan v = { .t = t, .max_id = -1 };
+    int rc = tokj_vocab_each(text, sp, scratch, vocab_take, &v);
+    thaw_free(scratch);
+    if (rc) {
+        thaw_free(v.ents);
+        return rc < 0 ? FAST_RETRY : rc;
+    }
+    t->m_n = v.max_id + 1;
+    t->m_off = thaw_malloc(((size_t)t->m_n + 1) * sizeof *t->m_off);
+    t->m_len = thaw_calloc((size_t)t->m_n + 1, sizeof *t->m_len);
+    size_t cap = table_size(v.n);
+    t->vmap = thaw_malloc(cap * sizeof *t->vmap);
+    if (!t->m_off || !t->m_len || !t->vmap) {
+        thaw_free(v.ents);
+        return -ENOMEM;
+    }
+    t->vmap_mask = cap - 1;
+    memset(t->vmap, 0xff, cap * sizeof *t->vmap);
+    memset(t->m_off, 0xff, ((size_t)t->m_n + 1) * sizeof *t->m_off);
+    for (size_t k = 0; k < v.n; k++) {
+        const struct vocab_ent *e = &v.ents[k];
+        const char *key = t->m_str + e->pos;
+        /* A repeated id, or a repeated key (jansson keeps its last value):
+         * the slow path decides. */
+        if (t->m_off[e->id] != UINT32_MAX || vocab_get(t, key, e->len) >= 0) {
+            thaw_free(v.ents);
+            return FAST_RETRY;
+        }
+        t->m_off[e->id] = e->pos;
+        t->m_len[e->id] = e->len;
+        size_t i = hash_str(key, e->len) & t->vmap_mask;
+        while (t->vmap[i] >= 0)
+            i = (i + 1) & t->vmap_mask;
+        t->vmap[i] = e->id;
+    }
+    thaw_free(v.ents);
+    return 0;
+}
+
+uint64_t eng_tok_fingerprint(const struct thaw_tokenizer *t)
+{
+    /* Sums of per-entry hashes: independent of the order entries were
+     * inserted in (table layout, string offsets). */
+    uint64_t h = hash_u64((uint64_t)t->m_n) ^ hash_u64((uint64_t)(uint32_t)t->unk_id + 7);
+    for (int32_t id = 0; id < t->m_n; id++) {
+        if (t->m_off[id] == UINT32_MAX)
+            continue;
+        h += hash_u64(hash_str(t->m_str + t->m_off[id], t->m_len[id]) ^ (uint64_t)id);
+        h += vocab_get(t, t->m_str + t->m_off[id], t->m_len[id]) == id ? 0 : 0x9e3779b9u;
+    }
+    for (size_t i = 0; t->mkey && i <= t->mmap_mask; i++)
+        if (t->mkey[i] != UINT64_MAX)
+            h += hash_u64(t->mkey[i] ^ hash_u64(t->mval[i]));
+    for (int b = 0; b < 256; b++)
+        h += hash_u64(((uint64_t)b << 32) | (uint32_t)t->bf_id[b]);
+    return h;
+}
+
+/* The ids of a merge (a, b) and of its result ab; THAW_EFORMAT naming the
+ * merge when one is not in the vocabulary. */
+static int merge_ids(const struct thaw_tokenizer *t, const char *a, size_t an, const char *b,
+                     size_t bn, uint32_t rank, struct buf *scratch, int32_t ids[3])
+{
+    ids[0] = vocab_get(t, a, an);
+    ids[1] = vocab_get(t, b, bn);
     scratch->len = 0;
     int rc = buf_put(scratch, a, an);
     if (!rc)
         rc = buf_put(scratch, b, bn);
     if (rc)
         return rc;
-    int32_t im = vocab_get(t, scratch->p, scratch->len);
-    if (ia < 0 || ib < 0 || im < 0)
+    ids[2] = vocab_get(t, scratch->p, scratch->len);
+    if (ids[0] < 0 || ids[1] < 0 || ids[2] < 0)
         return THAW_FAIL(THAW_EFORMAT,
                          "tokenizer.json: model.merges[%u] '%.*s %.*s' uses a "
                          "token not in the vocabulary",
                          rank, (int)an, a, (int)bn, b);
-    uint64_t k = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
+    return 0;
+}
+
+/* Insert merge (ids[0], ids[1]) -> ids[2] at rank unless the pair has one. */
+static void merge_insert(struct thaw_tokenizer *t, const int32_t ids[3], uint32_t rank)
+{
+    uint64_t k = ((uint64_t)(uint32_t)ids[0] << 32) | (uint32_t)ids[1];
     size_t i = hash_u64(k) & t->mmap_mask;
     while (t->mkey[i] != UINT64_MAX) {
         if (t->mkey[i] == k)
-            return 0; /* a later duplicate never wins: lowest rank kept */
+            return; /* a later duplicate never wins: lowest rank kept */
         i = (i + 1) & t->mmap_mask;
     }
     t->mkey[i] = k;
-    t->mval[i] = ((uint64_t)rank << 32) | (uint32_t)im;
+    t->mval[i] = ((uint64_t)rank << 32) | (uint32_t)ids[2];
+}
+
+/* One merge (a, b) -> rank. */
+static int add_merge(struct thaw_tokenizer *t, const char *a, size_t an, const char *b, size_t bn,
+                     uint32_t rank, struct buf *scratch)
+{
+    int32_t ids[3];
+    int rc = merge_ids(t, a, an, b, bn, rank, scratch, ids);
+    if (rc)
+        return rc;
+    merge_insert(t, ids, rank);
     return 0;
 }
 
@@ -1060,7 +1199,77 @@ static int load_merges(struct thaw_tokenizer *t, const json_t *merges)
     return rc;
 }
 
-static int load_model(struct thaw_tokenizer *t, const json_t *m)
+struct merge_scan {
+    struct thaw_tokenizer *t;
+    struct buf scratch;
+    int32_t (*ids)[3];
+    size_t n, cap;
+};
+
+static int merge_take(void *arg, size_t idx, const char *a, size_t an, const char *b, size_t bn,
+                      int pair)
+{
+    struct merge_scan *m = arg;
+    if (!pair) {
+        /* As load_merges: split "a b" at its first space. */
+        const char *sp = memchr(a, ' ', an);
+        if (!sp || sp == a || sp + 1 == a + an)
+            return FAST_RETRY;
+        b = sp + 1;
+        bn = an - (size_t)(sp - a) - 1;
+        an = (size_t)(sp - a);
+    }
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 1024;
+        int32_t(*x)[3] = thaw_realloc(m->ids, cap * sizeof *x);
+        if (!x)
+            return -ENOMEM;
+        m->ids = x;
+        m->cap = cap;
+    }
+    int rc = merge_ids(m->t, a, an, b, bn, (uint32_t)idx, &m->scratch, m->ids[m->n]);
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc)
+        return FAST_RETRY; /* the slow path reports it */
+    m->n++;
+    return 0;
+}
+
+/* load_merges from the raw text of model.merges, in one pass; FAST_RETRY
+ * when the slow path must decide. */
+static int load_merges_fast(struct thaw_tokenizer *t, const char *text, struct tokj_span sp)
+{
+    size_t n = 0;
+    char *scratch = thaw_malloc(sp.end - sp.start + 1);
+    if (!scratch)
+        return -ENOMEM;
+    struct merge_scan m = { .t = t };
+    int rc = tokj_merges_each(text, sp, scratch, &n, merge_take, &m);
+    thaw_free(scratch);
+    thaw_free(m.scratch.p);
+    if (rc || n != m.n || n > UINT32_MAX / 2) {
+        thaw_free(m.ids);
+        return rc < 0 || !rc ? FAST_RETRY : rc;
+    }
+    size_t cap = table_size(n);
+    t->mkey = thaw_malloc(cap * sizeof *t->mkey);
+    t->mval = thaw_malloc(cap * sizeof *t->mval);
+    if (!t->mkey || !t->mval) {
+        thaw_free(m.ids);
+        return -ENOMEM;
+    }
+    memset(t->mkey, 0xff, cap * sizeof *t->mkey);
+    t->mmap_mask = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        merge_insert(t, m.ids[i], (uint32_t)i);
+    thaw_free(m.ids);
+    return 0;
+}
+
+/* have_vocab / have_merges: the fast path has already read model.vocab /
+ * model.merges (m holds {} / [] in their place). */
+static int load_model(struct thaw_tokenizer *t, const json_t *m, int have_vocab, int have_merges)
 {
     const char *type = NULL;
     int rc;
@@ -1091,9 +1300,9 @@ static int load_model(struct thaw_tokenizer *t, const json_t *m)
     t->byte_fallback = j_bool(m, "byte_fallback", 0);
     t->fuse_unk = j_bool(m, "fuse_unk", 0);
     t->ignore_merges = j_bool(m, "ignore_merges", 0);
-    if ((rc = load_vocab(t, json_object_get(m, "vocab"))))
+    if (!have_vocab && (rc = load_vocab(t, json_object_get(m, "vocab"))))
         return rc;
-    if ((rc = load_merges(t, json_object_get(m, "merges"))))
+    if (!have_merges && (rc = load_merges(t, json_object_get(m, "merges"))))
         return rc;
     const char *unk;
     size_t unk_n;
@@ -1387,30 +1596,101 @@ void thaw_tok_destroy(struct thaw_tokenizer *t)
     thaw_free(t);
 }
 
+/*
+ * The text with model.vocab and model.merges (the spans) replaced by {} and
+ * [], for jansson to parse the rest. NULL when out of memory.
+ */
+static char *without_spans(const char *s, size_t n, struct tokj_span a, struct tokj_span b,
+                           size_t *out_n)
+{
+    if (a.end && b.end && b.start < a.start) {
+        struct tokj_span x = a;
+        a = b;
+        b = x;
+    }
+    char *o = thaw_malloc(n + 5);
+    if (!o)
+        return NULL;
+    size_t k = 0, at = 0;
+    struct tokj_span sp[2] = { a, b };
+    for (int i = 0; i < 2; i++) {
+        if (!sp[i].end)
+            continue;
+        memcpy(o + k, s + at, sp[i].start - at);
+        k += sp[i].start - at;
+        o[k++] = s[sp[i].start];                        /* { or [ */
+        o[k++] = s[sp[i].start] == '{' ? '}' : ']';
+        at = sp[i].end;
+    }
+    memcpy(o + k, s + at, n - at);
+    k += n - at;
+    o[k] = 0;
+    *out_n = k;
+    return o;
+}
+
+static int tok_load(const char *tok_json, size_t tok_len, const char *cfg_json, size_t cfg_len,
+                    int fast, struct thaw_tokenizer **out);
+
 int thaw_tok_load(const char *tok_json, size_t tok_len, const char *cfg_json, size_t cfg_len,
                   struct thaw_tokenizer **out)
 {
     if (!tok_json || !out)
         return THAW_FAIL(THAW_EINVAL, "thaw_tok_load: NULL argument");
+    int rc = fast_json ? tok_load(tok_json, tok_len, cfg_json, cfg_len, 1, out) : FAST_RETRY;
+    if (rc == FAST_RETRY)
+        rc = tok_load(tok_json, tok_len, cfg_json, cfg_len, 0, out);
+    return rc;
+}
+
+static int tok_load(const char *tok_json, size_t tok_len, const char *cfg_json, size_t cfg_len,
+                    int fast, struct thaw_tokenizer **out)
+{
     json_error_t jerr;
-    json_t *root = json_loadb(tok_json, tok_len, JSON_ALLOW_NUL, &jerr);
-    if (!root)
-        return THAW_FAIL(THAW_EFORMAT, "tokenizer.json: line %d column %d: %s", jerr.line,
-                         jerr.column, jerr.text);
+    json_t *root = NULL;
+    struct tokj_span vsp = { 0, 0 }, msp = { 0, 0 };
     int rc = 0;
     size_t cap_norm = 0, cap_pre = 0, cap_dec = 0;
     struct thaw_tokenizer *t = thaw_calloc(1, sizeof *t);
-    if (!t) {
-        rc = -ENOMEM;
-        goto fail;
-    }
+    if (!t)
+        return -ENOMEM;
     t->unk_id = -1;
     init_byte_level(t);
+    if (fast) {
+        size_t rest_n;
+        char *rest;
+        if (tokj_find(tok_json, tok_len, &vsp, &msp) != 0) {
+            rc = FAST_RETRY;
+            goto fail;
+        }
+        /* The two big values first: whatever is wrong in them is for the slow
+         * path to report, ahead of every other check, as it would. */
+        if ((vsp.end && (rc = load_vocab_fast(t, tok_json, vsp))) ||
+            (msp.end && (rc = load_merges_fast(t, tok_json, msp))))
+            goto fail;
+        if (!(rest = without_spans(tok_json, tok_len, vsp, msp, &rest_n))) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        root = json_loadb(rest, rest_n, JSON_ALLOW_NUL, &jerr);
+        thaw_free(rest);
+        if (!root) {
+            rc = FAST_RETRY; /* jansson's own message comes from the slow path */
+            goto fail;
+        }
+    } else {
+        root = json_loadb(tok_json, tok_len, JSON_ALLOW_NUL, &jerr);
+        if (!root) {
+            rc = THAW_FAIL(THAW_EFORMAT, "tokenizer.json: line %d column %d: %s", jerr.line,
+                           jerr.column, jerr.text);
+            goto fail;
+        }
+    }
     if (!json_is_object(root)) {
         rc = THAW_FAIL(THAW_EFORMAT, "tokenizer.json: not an object");
         goto fail;
     }
-    if ((rc = load_model(t, json_object_get(root, "model"))))
+    if ((rc = load_model(t, json_object_get(root, "model"), vsp.end != 0, msp.end != 0)))
         goto fail;
     if ((rc = load_added(t, json_object_get(root, "added_tokens"))))
         goto fail;

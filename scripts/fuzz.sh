@@ -17,7 +17,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-${FUZZ_SECONDS:-30}}
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-safetensors manifest gguf tokenizer}
+targets=${FUZZ_TARGETS:-safetensors manifest gguf tokenizer tok_json}
 jobs=${FUZZ_JOBS:-2}
 
 if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "engine/thaw_engine.h"
+#include "engine/tok_int.h"
 #include "tests/thaw_test.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -951,6 +952,110 @@ static void t_long_runs(void)
     free(text);
 }
 
+/* Load text both ways (fast path through vocab/merges, and jansson alone):
+ * same result code, and equal tokenizers when both succeed. Returns the
+ * code. */
+static int both_ways(const char *text, size_t len)
+{
+    struct thaw_tokenizer *a = NULL, *b = NULL;
+    int ra = thaw_tok_load(text, len, NULL, 0, &a);
+    eng_tok_set_fast_json(0);
+    int rb = thaw_tok_load(text, len, NULL, 0, &b);
+    eng_tok_set_fast_json(1);
+    if (ra != rb)
+        fprintf(stderr, "fast %d slow %d: %.200s\n", ra, rb, text);
+    CHECK_EQ(ra, rb);
+    CHECK_EQ(a == NULL, b == NULL);
+    if (a && b)
+        CHECK(eng_tok_fingerprint(a) == eng_tok_fingerprint(b));
+    thaw_tok_destroy(a);
+    thaw_tok_destroy(b);
+    return ra;
+}
+
+/* The fast path through model.vocab / model.merges (tok_json.c) is taken on
+ * real tokenizers and gives what jansson alone gives; on everything it does
+ * not handle it steps aside, and the result is still jansson's. */
+static void t_fast_json(void)
+{
+    /* Real files: the fast path applies and agrees. */
+    static const char *const real[] = { "smollm2", "mistral", "qwen3" };
+    for (size_t k = 0; k < sizeof real / sizeof *real; k++) {
+        char dir[4096], path[4200];
+        if (k == 0)
+            snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizers/smollm2", src_dir());
+        else
+            shared_dir(real[k], dir, sizeof dir);
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        char *text;
+        size_t len;
+        CHECK_OK(thaw_read_file(path, 64u << 20, &text, &len));
+        struct tokj_span v, m;
+        CHECK_EQ(tokj_find(text, len, &v, &m), 0);
+        CHECK(v.end > v.start && m.end > m.start);
+        double t0 = thaw_now_s();
+        struct thaw_tokenizer *t;
+        CHECK_OK(thaw_tok_load(text, len, NULL, 0, &t));
+        double t1 = thaw_now_s();
+        thaw_tok_destroy(t);
+        fprintf(stderr, "  %s: fast %.1f ms\n", real[k], (t1 - t0) * 1e3);
+        CHECK_OK(both_ways(text, len));
+        thaw_free(text);
+    }
+    /* Edge cases: each agrees with jansson, whichever path serves it. */
+    static const char *const docs[] = {
+        "{" TINY_MODEL "}",
+        /* escapes in keys and merges, a surrogate pair, "/" */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u0061\":0,\"b\\/\":1,\"ab\\/\":2,"
+        "\"\\ud83d\\ude00\":3},\"merges\":[\"a b\\/\",[\"\\u0061\",\"b/\"]]}}",
+        /* NUL in a merge (allowed, but not a token here), in a vocab key (refused) */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a\\u0000 b\"]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u0000\":0},\"merges\":[]}}",
+        /* a repeated vocab key: jansson keeps the last value */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"a\":2},\"merges\":[]}}",
+        /* a repeated id */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]}}",
+        /* ids that are not plain integers */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-0,\"b\":1},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1.0,\"b\":1},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1e0},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":99999999999},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":01},\"merges\":[]}}",
+        /* a lone surrogate, invalid UTF-8, a raw control byte */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\ud800\":0},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\xc3\":0},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\x01\":0},\"merges\":[]}}",
+        /* bad merges: no space, unknown token, neither form, a triple */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"ab\"]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a c\"]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[7]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},"
+        "\"merges\":[[\"a\",\"b\",\"c\"]]}}",
+        /* a repeated merge: the first rank stays */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},"
+        "\"merges\":[\"a b\",\"a b\"]}}",
+        /* "model" twice, an escaped "model" key, vocab twice */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{}},\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},"
+        "\"merges\":[]}}",
+        "{\"mod\\u0065l\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"b\":0},\"vocab\":{\"a\":0},\"merges\":[]}}",
+        /* brackets and quotes inside strings; whitespace everywhere */
+        " { \"x\" : \"}]\\\"{[\" , \"model\" : { \"vocab\" : { \"]\" : 0 , \"}\" : 1 , \"]}\" : 2 } ,"
+        " \"merges\" : [ \"] }\" ] , \"type\" : \"BPE\" } } ",
+        /* vocab or merges of the wrong type, null merges, trailing junk */
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":[],\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":null}}",
+        "{" TINY_MODEL "} x",
+        "{" TINY_MODEL ",}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,},\"merges\":[]}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\",]}}",
+    };
+    int ok = 0;
+    for (size_t k = 0; k < sizeof docs / sizeof *docs; k++)
+        ok += both_ways(docs[k], strlen(docs[k])) == 0;
+    CHECK(ok >= 4); /* some succeed (the others must fail alike) */
+}
+
 static const struct test_case cases[] = {
     { "goldens_mistral", t_goldens_mistral },
     { "goldens_qwen3", t_goldens_qwen3 },
@@ -961,6 +1066,7 @@ static const struct test_case cases[] = {
     { "chat_goldens", t_chat_goldens },
     { "chat_default_system", t_chat_default_system },
     { "load_errors", t_load_errors },
+    { "fast_json", t_fast_json },
     { "bad_input", t_bad_input },
     { "tiny_byte_level", t_tiny_byte_level },
     { "tiny_sentencepiece", t_tiny_sentencepiece },
