@@ -77,7 +77,21 @@ def main():
     if der["thaw_first_token_warm_s"] and der["hf_first_token_warm_s"]:
         der["hf_over_thaw_first_token_warm"] = round(
             der["hf_first_token_warm_s"] / der["thaw_first_token_warm_s"], 2)
+    der["thaw_load_host_warm_gbps"] = get("thaw_load_host_warm", "gbps")
+    der["build_mode"] = get("build", "mode")
     der = {k: v for k, v in der.items() if v is not None}
+    # Steps that failed (rc != 0; 77 = skipped, listed apart) or wrote no JSON.
+    failed, skipped = [], []
+    for k, v in sorted(res.items()):
+        if not isinstance(v, dict):
+            continue
+        rc = v.get("rc", v.get("build_rc", v.get("configure_rc", 0)))
+        if "unreadable" in v or rc not in (0, 77) or (rc == 0 and "error" in v):
+            failed.append(k)
+        elif rc == 77:
+            skipped.append(k)
+    der["failed_steps"] = failed
+    der["skipped_steps"] = skipped
     print(json.dumps({"derived": der, "steps": res}, indent=1, sort_keys=True))
 
 

@@ -15,6 +15,9 @@ JSON line.
     gpu_probe.py time -- CMD...       wall time of CMD from just before exec to its exit
 
 Timings end with torch.cuda.synchronize(); bytes are the tensors' sizes.
+torch is imported only by the modes that need it (drop, disk and time run
+without it). st_load and torch_load take --device cpu to check this script on
+a machine without a GPU (the numbers then mean nothing); the default is cuda.
 """
 import json
 import os
@@ -22,7 +25,20 @@ import statistics
 import sys
 import time
 
-import torch
+torch = None  # imported lazily: drop / disk / time must not pay for (or need) torch
+
+
+def _torch():
+    global torch
+    if torch is None:
+        import torch as t
+        torch = t
+    return torch
+
+
+def _sync(dev):
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def drop(paths):
@@ -42,6 +58,10 @@ def drop(paths):
 
 
 def copy_bw():
+    _torch()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_probe copy: torch.cuda.is_available() is False (no GPU, or a "
+                         "CPU-only torch %s)" % torch.__version__)
     dev = torch.device("cuda")
     n = 1 << 30
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
@@ -88,40 +108,45 @@ def copy_bw():
     return out
 
 
-def st_load(path, cold):
+def st_load(path, cold, dev="cuda"):
+    _torch()
     from safetensors.torch import load_file
     if cold:
         drop([path])
-    torch.cuda.init()
-    torch.empty(1, device="cuda")
+    if dev == "cuda":
+        torch.cuda.init()
+    torch.empty(1, device=dev)  # CUDA context outside the timing
     t0 = time.perf_counter()
-    sd = load_file(path, device="cuda")
-    torch.cuda.synchronize()
+    sd = load_file(path, device=dev)
+    _sync(dev)
     dt = time.perf_counter() - t0
     nb = sum(v.numel() * v.element_size() for v in sd.values())
-    return {"peer": "safetensors.torch.load_file(device=cuda)", "cold": cold, "bytes": nb,
+    return {"peer": "safetensors.torch.load_file(device=%s)" % dev, "cold": cold, "bytes": nb,
             "seconds": round(dt, 3), "gbps": round(nb / dt / 1e9, 2)}
 
 
-def torch_load(path, cold):
+def torch_load(path, cold, dev="cuda"):
+    _torch()
     if cold:
         drop([path])
-    torch.empty(1, device="cuda")
+    torch.empty(1, device=dev)
     t0 = time.perf_counter()
     sd = torch.load(path, map_location="cpu", weights_only=True)
     t1 = time.perf_counter()
-    sd = {k: v.cuda() for k, v in sd.items()}
-    torch.cuda.synchronize()
+    sd = {k: v.to(dev) for k, v in sd.items()}
+    _sync(dev)
     dt = time.perf_counter() - t0
     nb = sum(v.numel() * v.element_size() for v in sd.values())
-    return {"peer": "torch.load + .cuda()", "cold": cold, "bytes": nb, "seconds": round(dt, 3),
-            "read_s": round(t1 - t0, 3), "gbps": round(nb / dt / 1e9, 2)}
+    return {"peer": "torch.load + .to(%s)" % dev, "cold": cold, "bytes": nb,
+            "seconds": round(dt, 3), "read_s": round(t1 - t0, 3), "gbps": round(nb / dt / 1e9, 2)}
 
 
 def make_pt(st, out):
+    _torch()
     from safetensors.torch import load_file
     t0 = time.perf_counter()
-    torch.save(load_file(st), out)
+    torch.save(load_file(st), out + ".tmp")  # renamed when complete (run.sh tests existence)
+    os.replace(out + ".tmp", out)
     return {"made": out, "bytes": os.path.getsize(out), "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -135,10 +160,15 @@ def disk(paths):
                             "--direct=1", "--ioengine=libaio", "--iodepth=32",
                             "--filename=" + ":".join(paths), "--output-format=json"],
                            capture_output=True, text=True)
+        fio_err = p.stderr.strip()[-300:]
         if p.returncode == 0:
-            j = json.loads(p.stdout)["jobs"][0]["read"]
-            return {"tool": "fio libaio bs=16M qd=32 O_DIRECT", "bytes": j["io_bytes"],
-                    "gbps": round(j["bw_bytes"] / 1e9, 2)}
+            try:  # fio may print notes before its JSON
+                j = json.loads(p.stdout[p.stdout.index("{"):])["jobs"][0]["read"]
+                return {"tool": "fio libaio bs=16M qd=32 O_DIRECT", "bytes": j["io_bytes"],
+                        "gbps": round(j["bw_bytes"] / 1e9, 2)}
+            except (ValueError, KeyError, IndexError) as e:
+                fio_err = "unparsable fio output: %s" % e
+        sys.stderr.write("fio failed (%s); falling back to dd\n" % fio_err)
     t0 = time.perf_counter()
     for f in paths:
         subprocess.run(["dd", "if=" + f, "of=/dev/null", "bs=16M", "iflag=direct"], check=True,
@@ -163,28 +193,38 @@ def time_cmd(cmd):
 def main():
     a = sys.argv[1:]
     if a and a[0] == "time":
-        print(json.dumps(time_cmd(a[2:] if len(a) > 1 and a[1] == "--" else a[1:])))
+        cmd = a[2:] if len(a) > 1 and a[1] == "--" else a[1:]
+        if not cmd:
+            sys.stderr.write("usage: gpu_probe.py time -- CMD...\n")
+            return 2
+        print(json.dumps(time_cmd(cmd)))
         return 0
-    if not a:
-        print(__doc__)
-        return 2
     cold = "--cold" in a
     a = [x for x in a if x != "--cold"]
+    dev = "cuda"
+    if "--device" in a:
+        i = a.index("--device")
+        if i + 1 >= len(a) or a[i + 1] not in ("cpu", "cuda"):
+            sys.stderr.write("gpu_probe.py: --device takes cpu or cuda\n")
+            return 2
+        dev = a[i + 1]
+        del a[i:i + 2]
+    need = {"copy": 1, "drop": 2, "st_load": 2, "torch_load": 2, "make_pt": 3, "disk": 2}
+    if not a or a[0] not in need or len(a) < need[a[0]]:
+        sys.stderr.write(__doc__)
+        return 2
     if a[0] == "copy":
         r = copy_bw()
     elif a[0] == "drop":
         r = {"dropped_bytes": drop(a[1:])}
     elif a[0] == "st_load":
-        r = st_load(a[1], cold)
+        r = st_load(a[1], cold, dev)
     elif a[0] == "torch_load":
-        r = torch_load(a[1], cold)
+        r = torch_load(a[1], cold, dev)
     elif a[0] == "make_pt":
         r = make_pt(a[1], a[2])
-    elif a[0] == "disk":
-        r = disk(a[1:])
     else:
-        print(__doc__)
-        return 2
+        r = disk(a[1:])
     print(json.dumps(r))
     return 0
 
