@@ -73,6 +73,12 @@ if p:
      "", f"Peer: transformers with torch {P[0]['torch']}, bf16 weights, sdpa attention, {P[0]['threads']} threads."]
 lines += ["", "Per run (Thaw): " + ", ".join(f"{x['decode1_tps']:.1f}/{x['decodeN_tps']:.1f}" for x in T) +
           " tok/s (batch 1 / batch 8)."]
-open("bench/reports/engine.md", "w").write("\n".join(lines) + "\n")
+# The hand-written analysis after the generated part survives a re-run.
+keep = ""
+if os.path.exists("bench/reports/engine.md"):
+    old = open("bench/reports/engine.md").read()
+    if "\n## Analysis" in old:
+        keep = "\n## Analysis" + old.split("\n## Analysis", 1)[1]
+open("bench/reports/engine.md", "w").write("\n".join(lines) + "\n" + keep)
 print("\n".join(lines))
 PY

@@ -6,8 +6,10 @@
  * output element with one fixed sequence of operations (8 lanes over the
  * row, then a fixed horizontal sum, then the scalar tail), whatever the
  * batch size and row split, so a sequence's logits do not depend on what it
- * was batched with. AVX2/FMA/F16C kernels are chosen at run time; the scalar
- * ones mirror their order of operations.
+ * was batched with. AVX2/FMA/F16C kernels are chosen at run time, and on
+ * CPUs with AVX-512 the batched matmul runs two rows' 8-lane chains per
+ * 512-bit register (the same lanes, so the same results); the scalar
+ * kernels mirror their order of operations.
  */
 #include <cpuid.h>
 #include <immintrin.h>
@@ -234,8 +236,8 @@ static inline float wget(const struct eng_weight *w, size_t i)
 
 /* ---------------------------------------------------------------- dispatch */
 
-static int use_avx2 = -1;
-static int force_scalar;
+static int use_avx2 = -1, use_avx512;
+static int force_scalar, force_avx2;
 
 void eng_cpu_init(void)
 {
@@ -245,13 +247,18 @@ void eng_cpu_init(void)
         unsigned a, b, c, d;
         int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
         use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+        /* libgcc's check includes the OS saving the zmm state (XCR0). */
+        use_avx512 = use_avx2 && __builtin_cpu_supports("avx512f") &&
+                     __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     }
 }
 
 const char *eng_cpu_isa(void)
 {
     eng_cpu_init();
-    return use_avx2 && !force_scalar ? "avx2" : "scalar";
+    if (!use_avx2 || force_scalar)
+        return "scalar";
+    return use_avx512 && !force_avx2 ? "avx512" : "avx2";
 }
 
 void eng_cpu_force_scalar(int on)
@@ -259,11 +266,22 @@ void eng_cpu_force_scalar(int on)
     force_scalar = on;
 }
 
+void eng_cpu_force_avx2(int on)
+{
+    force_avx2 = on;
+}
+
 static int avx2_on(void)
 {
     if (use_avx2 < 0)
         eng_cpu_init();
     return use_avx2 && !force_scalar;
+}
+
+/* The batched matmul's 512-bit kernels (everything else stays 256-bit). */
+static int avx512_on(void)
+{
+    return avx2_on() && use_avx512 && !force_avx2;
 }
 
 /* ---------------------------------------------------------------- scalar kernels */
@@ -292,6 +310,40 @@ static void dot_rows_scalar(float *out, const float *const *w, int nr, const flo
         for (; i < n; i++)
             s = fmaf(w[r][i], x[i], s);
         out[r] = s;
+    }
+}
+
+/*
+ * One head of one token's attention, in the order the AVX2 twin uses: each
+ * score is an 8-lane fmaf dot (as dot_rows_scalar), and the output is
+ * accumulated position by position with one fmaf per element.
+ */
+static void attn_head_scalar(float *out, const float *q, const float *K, const float *V,
+                             size_t kv_stride, int p0, int p1, int hd, float scale, float *sc)
+{
+    float mx = -INFINITY;
+    for (int p = p0; p <= p1; p++) {
+        const float *kp = K + (size_t)p * kv_stride;
+        float s;
+        dot_rows_scalar(&s, &kp, 1, q, hd);
+        s *= scale;
+        sc[p] = s;
+        if (s > mx)
+            mx = s;
+    }
+    float sum = 0;
+    for (int p = p0; p <= p1; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    float inv = 1.0f / sum;
+    for (int d = 0; d < hd; d++)
+        out[d] = 0;
+    for (int p = p0; p <= p1; p++) {
+        const float *vp = V + (size_t)p * kv_stride;
+        float w = sc[p] * inv;
+        for (int d = 0; d < hd; d++)
+            out[d] = fmaf(w, vp[d], out[d]);
     }
 }
 
@@ -337,38 +389,121 @@ __attribute__((target("avx2,fma,f16c"))) static void dot_rows_avx(float *out,
     }
 }
 
-/* 4 rows against 2 tokens: 8 chains, each in the same order as dot_rows_avx,
- * so the results are bitwise those of two single-token calls. */
-__attribute__((target("avx2,fma,f16c"))) static void dot4x2_avx(float *o0, float *o1,
-                                                               const float *const *w,
-                                                               const float *x0,
-                                                               const float *x1, int n)
+/* Row r at columns i..i+8 as f32: from w[r] (F32) or widened from src. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256
+row8(const float *const *w, const uint16_t *src, size_t stride, int r, int i, enum thaw_dtype dt)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
-           b3 = a0;
+    if (dt == THAW_DTYPE_F32)
+        return _mm256_loadu_ps(w[r] + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)(src + (size_t)r * stride + i));
+    if (dt == THAW_DTYPE_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+/*
+ * The batched micro-kernel: 4 weight rows against nt tokens (1..3), one
+ * 8-lane FMA chain per (row, token), each the same sequence of FMAs as
+ * dot_rows_avx, so the results are bitwise those of single-token calls.
+ * With 3 tokens, twelve accumulators, three x vectors and one weight vector
+ * fill the 16 registers and every weight vector feeds three FMAs: the loop
+ * runs at the FMA ports' rate, not the load ports'.
+ *
+ * dt says how the rows are read: F32 from w[r]; BF16/F16 from src (row r at
+ * src + r * stride), widened in registers and also stored to dst[r * n..]
+ * as f32, so the block's later token groups read them from L1 without
+ * converting again (one pass over the 16-bit rows, no separate widening
+ * loop). The 16-bit variant also prefetches the next block's rows.
+ * always_inline with constant nt and dt gives one specialised loop each.
+ */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+dot4xk_avx(float (*out)[4], const float *const *w, const uint16_t *src, size_t stride, float *dst,
+           const float *x, size_t ldx, int n, int nt, enum thaw_dtype dt)
+{
+    const float *x0 = x, *x1 = nt > 1 ? x + ldx : x, *x2 = nt > 2 ? x + 2 * ldx : x;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0,
+           c0 = a0, c1 = a0, c2 = a0, c3 = a0;
     int i = 0;
+#define STEP(r, A, B, C) \
+    do { \
+        __m256 wv = row8(w, src, stride, r, i, dt); \
+        if (dt != THAW_DTYPE_F32) \
+            _mm256_storeu_ps(dst + (size_t)(r)*n + i, wv); \
+        A = _mm256_fmadd_ps(wv, xa, A); \
+        if (nt > 1) \
+            B = _mm256_fmadd_ps(wv, xb, B); \
+        if (nt > 2) \
+            C = _mm256_fmadd_ps(wv, xc, C); \
+    } while (0)
     for (; i + 8 <= n; i += 8) {
-        __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x1 + i);
-        __m256 w0 = _mm256_loadu_ps(w[0] + i), w1 = _mm256_loadu_ps(w[1] + i);
-        __m256 w2 = _mm256_loadu_ps(w[2] + i), w3 = _mm256_loadu_ps(w[3] + i);
-        a0 = _mm256_fmadd_ps(w0, xa, a0);
-        b0 = _mm256_fmadd_ps(w0, xb, b0);
-        a1 = _mm256_fmadd_ps(w1, xa, a1);
-        b1 = _mm256_fmadd_ps(w1, xb, b1);
-        a2 = _mm256_fmadd_ps(w2, xa, a2);
-        b2 = _mm256_fmadd_ps(w2, xb, b2);
-        a3 = _mm256_fmadd_ps(w3, xa, a3);
-        b3 = _mm256_fmadd_ps(w3, xb, b3);
+        if (dt != THAW_DTYPE_F32 && !(i & 31)) {
+            _mm_prefetch((const char *)(src + 4 * stride + i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + 5 * stride + i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + 6 * stride + i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(src + 7 * stride + i), _MM_HINT_T0);
+        }
+        __m256 xa = _mm256_loadu_ps(x0 + i), xb = xa, xc = xa;
+        if (nt > 1)
+            xb = _mm256_loadu_ps(x1 + i);
+        if (nt > 2)
+            xc = _mm256_loadu_ps(x2 + i);
+        STEP(0, a0, b0, c0);
+        STEP(1, a1, b1, c1);
+        STEP(2, a2, b2, c2);
+        STEP(3, a3, b3, c3);
     }
-    __m256 acc[8] = { a0, a1, a2, a3, b0, b1, b2, b3 };
-    for (int r = 0; r < 8; r++) {
-        const float *wr = w[r & 3], *x = r < 4 ? x0 : x1;
-        float s = hsum8_avx(acc[r]);
-        for (int j = i; j < n; j++)
-            s = fmaf(wr[j], x[j], s);
-        (r < 4 ? o0 : o1)[r & 3] = s;
+#undef STEP
+    __m256 acc[3][4] = { { a0, a1, a2, a3 }, { b0, b1, b2, b3 }, { c0, c1, c2, c3 } };
+    const float *xs[3] = { x0, x1, x2 };
+    for (int r = 0; r < 4; r++) {
+        const float *wr = w[r];
+        if (dt != THAW_DTYPE_F32) { /* the tail, widened like eng_row_f32 */
+            const uint16_t *sr = src + (size_t)r * stride;
+            float *dr = dst + (size_t)r * n;
+            for (int j = i; j < n; j++)
+                dr[j] = dt == THAW_DTYPE_BF16 ? bf16_f32(sr[j]) : f16_f32(sr[j]);
+            wr = dr;
+        }
+        for (int t = 0; t < nt; t++) {
+            float s = hsum8_avx(acc[t][r]);
+            for (int j = i; j < n; j++)
+                s = fmaf(wr[j], xs[t][j], s);
+            out[t][r] = s;
+        }
     }
 }
+
+/* One specialised kernel per (tokens, dtype): reads f32 rows (F32 weights
+ * or the block's widened copy), or widens BF16/F16 ones into dst. */
+#define DOT4XK(name, nt, dt) \
+    __attribute__((target("avx2,fma,f16c"))) static void name(float(*out)[4], \
+                                                              const float *const *w, \
+                                                              const uint16_t *src, size_t stride, \
+                                                              float *dst, const float *x, \
+                                                              size_t ldx, int n) \
+    { \
+        dot4xk_avx(out, w, src, stride, dst, x, ldx, n, nt, dt); \
+    }
+DOT4XK(dot4x1_f32, 1, THAW_DTYPE_F32)
+DOT4XK(dot4x2_f32, 2, THAW_DTYPE_F32)
+DOT4XK(dot4x3_f32, 3, THAW_DTYPE_F32)
+DOT4XK(dot4x1_bf16, 1, THAW_DTYPE_BF16)
+DOT4XK(dot4x2_bf16, 2, THAW_DTYPE_BF16)
+DOT4XK(dot4x3_bf16, 3, THAW_DTYPE_BF16)
+DOT4XK(dot4x1_f16, 1, THAW_DTYPE_F16)
+DOT4XK(dot4x2_f16, 2, THAW_DTYPE_F16)
+DOT4XK(dot4x3_f16, 3, THAW_DTYPE_F16)
+#undef DOT4XK
+
+typedef void (*dot4xk_fn)(float (*out)[4], const float *const *w, const uint16_t *src,
+                          size_t stride, float *dst, const float *x, size_t ldx, int n);
+
+/* [dtype: f32 / bf16 / f16][tokens - 1] */
+static const dot4xk_fn dot4xk_tab[3][3] = {
+    { dot4x1_f32, dot4x2_f32, dot4x3_f32 },
+    { dot4x1_bf16, dot4x2_bf16, dot4x3_bf16 },
+    { dot4x1_f16, dot4x2_f16, dot4x3_f16 },
+};
 
 /* One token against 4 rows of 16-bit weights, widened in registers (no
  * scratch round trip): the decode path. Each row's chain is the same
@@ -426,6 +561,89 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_w16_avx(float *out, co
     }
 }
 
+/* attn_head_scalar with 8-lane FMAs: bitwise the same results. The output
+ * is kept in registers, 32 floats per pass over the positions. */
+__attribute__((target("avx2,fma,f16c"))) static void attn_head_avx(float *out, const float *q,
+                                                                   const float *K, const float *V,
+                                                                   size_t kv_stride, int p0, int p1,
+                                                                   int hd, float scale, float *sc)
+{
+    float mx = -INFINITY;
+    int d8 = hd & ~7, p = p0;
+    /* Four positions at a time: four independent FMA chains (one is
+     * latency bound), each position's in the same order as alone. */
+    for (; p + 4 <= p1 + 1 && d8 == hd; p += 4) {
+        const float *k0 = K + (size_t)p * kv_stride, *k1 = k0 + kv_stride, *k2 = k1 + kv_stride,
+                    *k3 = k2 + kv_stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int d = 0; d < d8; d += 8) {
+            __m256 qv = _mm256_loadu_ps(q + d);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + d), qv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + d), qv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k2 + d), qv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k3 + d), qv, a3);
+        }
+        float s0 = hsum8_avx(a0) * scale, s1 = hsum8_avx(a1) * scale;
+        float s2 = hsum8_avx(a2) * scale, s3 = hsum8_avx(a3) * scale;
+        sc[p] = s0;
+        sc[p + 1] = s1;
+        sc[p + 2] = s2;
+        sc[p + 3] = s3;
+        mx = s0 > mx ? s0 : mx;
+        mx = s1 > mx ? s1 : mx;
+        mx = s2 > mx ? s2 : mx;
+        mx = s3 > mx ? s3 : mx;
+    }
+    for (; p <= p1; p++) {
+        const float *kp = K + (size_t)p * kv_stride;
+        __m256 acc = _mm256_setzero_ps();
+        for (int d = 0; d < d8; d += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(kp + d), _mm256_loadu_ps(q + d), acc);
+        float s = hsum8_avx(acc);
+        for (int d = d8; d < hd; d++)
+            s = fmaf(kp[d], q[d], s);
+        s *= scale;
+        sc[p] = s;
+        if (s > mx)
+            mx = s;
+    }
+    float sum = 0;
+    for (int k = p0; k <= p1; k++) {
+        sc[k] = expf(sc[k] - mx);
+        sum += sc[k];
+    }
+    float inv = 1.0f / sum;
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int k = p0; k <= p1; k++) {
+            const float *vp = V + (size_t)k * kv_stride + d;
+            __m256 w = _mm256_set1_ps(sc[k] * inv);
+            o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp), o0);
+            o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8), o1);
+            o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 16), o2);
+            o3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 24), o3);
+        }
+        _mm256_storeu_ps(out + d, o0);
+        _mm256_storeu_ps(out + d + 8, o1);
+        _mm256_storeu_ps(out + d + 16, o2);
+        _mm256_storeu_ps(out + d + 24, o3);
+    }
+    for (; d + 8 <= hd; d += 8) {
+        __m256 o0 = _mm256_setzero_ps();
+        for (int k = p0; k <= p1; k++)
+            o0 = _mm256_fmadd_ps(_mm256_set1_ps(sc[k] * inv),
+                                 _mm256_loadu_ps(V + (size_t)k * kv_stride + d), o0);
+        _mm256_storeu_ps(out + d, o0);
+    }
+    for (; d < hd; d++) {
+        float o = 0;
+        for (int k = p0; k <= p1; k++)
+            o = fmaf(sc[k] * inv, V[(size_t)k * kv_stride + d], o);
+        out[d] = o;
+    }
+}
+
 /* Widen 16-bit weights to f32, 8 at a time. */
 __attribute__((target("avx2,fma,f16c"))) static void widen_avx(float *dst,
                                                               const struct eng_weight *w,
@@ -450,6 +668,201 @@ __attribute__((target("avx2,fma,f16c"))) static void widen_avx(float *dst,
     }
 }
 
+/* ---------------------------------------------------------------- AVX-512 kernels */
+
+/*
+ * The AVX-512 twin of dot4xk_avx, for CPUs whose 512-bit FMA runs at twice
+ * the 256-bit rate. A zmm register holds two rows' 8-lane chains side by
+ * side ([row 2q | row 2q+1]) for one token, against that token's 8 x values
+ * repeated in both halves, so every lane sees exactly the FMA sequence of
+ * dot_rows_avx and hsum8_avx sums each half apart: the results are bitwise
+ * those of the 256-bit kernels. 4 rows (2 pairs) x nt tokens (nt <= 8): up
+ * to 16 accumulators, 2 weight pairs and one x vector.
+ *
+ * The rows are widened in registers straight from w (F32 or 16-bit, row r
+ * at w + r * stride elements). x comes repeated and interleaved in xd
+ * ([i / 8][token][16 floats], see dup_x), so each step's x vectors are
+ * plain 64-byte loads at fixed offsets from one pointer: no broadcasts or
+ * inserts, which would compete with the FMAs for the vector pipes.
+ */
+#define AVX512_TARGET "avx512f,avx512dq,avx512vl,avx2,fma,f16c"
+
+/* Rows r and r + 1 at column i as one [row r | row r + 1] vector. */
+__attribute__((target(AVX512_TARGET), always_inline)) static inline __m512
+pair_rows(const void *w, size_t stride, int r, int i, enum thaw_dtype dt)
+{
+    if (dt == THAW_DTYPE_F32) {
+        const float *f = (const float *)w + (size_t)r * stride + i;
+        return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(f)),
+                                  _mm256_loadu_ps(f + stride), 1);
+    }
+    const uint16_t *h = (const uint16_t *)w + (size_t)r * stride + i;
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)h)),
+                                        _mm_loadu_si128((const __m128i *)(h + stride)), 1);
+    if (dt == THAW_DTYPE_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+    return _mm512_cvtph_ps(v);
+}
+
+/* Weight (r, j) as f32, for the tails. */
+static inline float wval(const void *w, size_t stride, int r, int j, enum thaw_dtype dt)
+{
+    size_t k = (size_t)r * stride + (size_t)j;
+    if (dt == THAW_DTYPE_F32)
+        return ((const float *)w)[k];
+    uint16_t h = ((const uint16_t *)w)[k];
+    return dt == THAW_DTYPE_BF16 ? bf16_f32(h) : f16_f32(h);
+}
+
+/* xd[i / 8][t][16] = x[t][i..i+8) twice, for nt tokens (x rows ldx apart)
+ * and the n & ~7 columns the vector loop covers; xd is 64-byte aligned. */
+__attribute__((target(AVX512_TARGET))) static void dup_x(float *xd, const float *x, size_t ldx,
+                                                         int nt, int n)
+{
+    for (int i = 0; i + 8 <= n; i += 8)
+        for (int t = 0; t < nt; t++)
+            _mm512_store_ps(xd + (size_t)i * 16 + (size_t)t * 16,
+                            _mm512_broadcast_f32x8(_mm256_loadu_ps(x + (size_t)t * ldx + i)));
+}
+
+__attribute__((target(AVX512_TARGET), always_inline)) static inline void
+dot4xt_avx512(float (*out)[4], const void *w, size_t stride, const float *xd, const float *x,
+              size_t ldx, int n, int nt, enum thaw_dtype dt)
+{
+    __m512 acc[2][8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (dt != THAW_DTYPE_F32 && !(i & 31)) { /* the next block's rows */
+            const uint16_t *h = (const uint16_t *)w + 4 * stride + i;
+            _mm_prefetch((const char *)h, _MM_HINT_T0);
+            _mm_prefetch((const char *)(h + stride), _MM_HINT_T0);
+            _mm_prefetch((const char *)(h + 2 * stride), _MM_HINT_T0);
+            _mm_prefetch((const char *)(h + 3 * stride), _MM_HINT_T0);
+        }
+        __m512 w0 = pair_rows(w, stride, 0, i, dt), w1 = pair_rows(w, stride, 2, i, dt);
+        const float *xs = xd + (size_t)i * 16;
+#pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            __m512 xv = _mm512_load_ps(xs + t * 16);
+            __asm__("" : "+v"(xv)); /* one load for both FMAs, not one each */
+            acc[0][t] = _mm512_fmadd_ps(w0, xv, acc[0][t]);
+            acc[1][t] = _mm512_fmadd_ps(w1, xv, acc[1][t]);
+        }
+    }
+    /*
+     * All 32 horizontal sums at once, with hsum8_avx's tree for each:
+     * l[k] + l[k+4], then (a0 + a2) and (a1 + a3), then their sum. First
+     * each token's two pairs become one vector of four 4-lane partials
+     * (one 128-bit block per row); then blocks of two tokens, then of four,
+     * are folded together so that block r of sum[g] ends as rows r of
+     * tokens 4g..4g+3. Unused tokens' accumulators are zero.
+     */
+    __m512 u[8], v[4], sum[2];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        u[t] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0][t], acc[1][t], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(acc[0][t], acc[1][t], _MM_SHUFFLE(3, 1, 3, 1)));
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; t++)
+        v[t] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * t], u[2 * t + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(u[2 * t], u[2 * t + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+#pragma GCC unroll 2
+    for (int g = 0; g < 2; g++)
+        sum[g] = _mm512_add_ps(_mm512_shuffle_ps(v[2 * g], v[2 * g + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_ps(v[2 * g], v[2 * g + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    float s[2][4][4]; /* [token / 4][row][token % 4] */
+    _mm512_storeu_ps(&s[0][0][0], sum[0]);
+    _mm512_storeu_ps(&s[1][0][0], sum[1]);
+    for (int t = 0; t < nt; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        for (int r = 0; r < 4; r++) {
+            float a = s[t >> 2][r][t & 3];
+            for (int j = i; j < n; j++)
+                a = fmaf(wval(w, stride, r, j, dt), xt[j], a);
+            out[t][r] = a;
+        }
+    }
+}
+
+#define DOT4XT(nt) \
+    __attribute__(( \
+        target(AVX512_TARGET))) static void zdot4x##nt##_f32(float(*out)[4], const void *w, \
+                                                             size_t stride, const float *xd, \
+                                                             const float *x, size_t ldx, int n) \
+    { \
+        dot4xt_avx512(out, w, stride, xd, x, ldx, n, nt, THAW_DTYPE_F32); \
+    } \
+    __attribute__(( \
+        target(AVX512_TARGET))) static void zdot4x##nt##_bf16(float(*out)[4], const void *w, \
+                                                              size_t stride, const float *xd, \
+                                                              const float *x, size_t ldx, int n) \
+    { \
+        dot4xt_avx512(out, w, stride, xd, x, ldx, n, nt, THAW_DTYPE_BF16); \
+    } \
+    __attribute__(( \
+        target(AVX512_TARGET))) static void zdot4x##nt##_f16(float(*out)[4], const void *w, \
+                                                             size_t stride, const float *xd, \
+                                                             const float *x, size_t ldx, int n) \
+    { \
+        dot4xt_avx512(out, w, stride, xd, x, ldx, n, nt, THAW_DTYPE_F16); \
+    }
+DOT4XT(1)
+DOT4XT(2)
+DOT4XT(3)
+DOT4XT(4)
+DOT4XT(5)
+DOT4XT(6)
+DOT4XT(7)
+DOT4XT(8)
+#undef DOT4XT
+
+typedef void (*dot4xt_fn)(float (*out)[4], const void *w, size_t stride, const float *xd,
+                          const float *x, size_t ldx, int n);
+
+/* [dtype: f32 / bf16 / f16][tokens - 1] */
+#define ROW(d) \
+    { \
+        zdot4x1_##d, zdot4x2_##d, zdot4x3_##d, zdot4x4_##d, zdot4x5_##d, zdot4x6_##d, zdot4x7_##d, \
+            zdot4x8_##d \
+    }
+static const dot4xt_fn dot4xt_tab[3][8] = { ROW(f32), ROW(bf16), ROW(f16) };
+#undef ROW
+
+/*
+ * The batched matmul on AVX-512: token groups of up to 8 outer, blocks of 4
+ * rows inner (the rows of one call, a chunk of a few dozen, stay in L2
+ * between groups). Rows past the last whole block are left to the caller.
+ */
+static int matmul_avx512(float *y, int ldy, const float *x, int n_tok, const struct eng_weight *w,
+                         const struct eng_weight *bias, int o0, int o1, float *xd)
+{
+    int n = w->cols, d = w->dt == THAW_DTYPE_F32 ? 0 : w->dt == THAW_DTYPE_BF16 ? 1 : 2;
+    size_t esz = w->dt == THAW_DTYPE_F32 ? 4 : 2;
+    int oe = o0 + (o1 - o0) / 4 * 4;
+    /* 64-byte aligned: an unaligned zmm load spans two cache lines and
+     * halves the rate at which the loop can feed its FMAs. */
+    xd = (float *)(((uintptr_t)xd + 63) & ~(uintptr_t)63);
+    for (int t = 0; t < n_tok; t += 8) {
+        int nt = n_tok - t < 8 ? n_tok - t : 8;
+        const float *xt = x + (size_t)t * n;
+        dup_x(xd, xt, (size_t)n, nt, n);
+        for (int o = o0; o < oe; o += 4) {
+            float res[8][4];
+            dot4xt_tab[d][nt - 1](res, (const char *)w->p + (size_t)o * n * esz, (size_t)n, xd, xt,
+                                  (size_t)n, n);
+            for (int r = 0; r < 4; r++) {
+                float b = bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f;
+                for (int u = 0; u < nt; u++)
+                    y[(size_t)(t + u) * ldy + o + r] = res[u][r] + b;
+            }
+        }
+    }
+    return oe;
+}
+
 /* ---------------------------------------------------------------- public kernels */
 
 void eng_row_f32(float *dst, const struct eng_weight *w, int r)
@@ -469,6 +882,8 @@ void eng_matmul_rows(float *y, int ldy, const float *x, int n_tok, const struct 
                      const struct eng_weight *bias, int o0, int o1, float *scratch)
 {
     int n = w->cols, avx = avx2_on();
+    if (n_tok >= 2 && avx512_on())
+        o0 = matmul_avx512(y, ldy, x, n_tok, w, bias, o0, o1, scratch);
     for (int o = o0; o < o1; o += 4) {
         int nr = o1 - o < 4 ? o1 - o : 4;
         float res[4];
@@ -479,33 +894,44 @@ void eng_matmul_rows(float *y, int ldy, const float *x, int n_tok, const struct 
                 y[o + r] = res[r] + (bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f);
             continue;
         }
-        /* Batched: the next block's rows come in while this one computes. */
-        size_t esz = w->dt == THAW_DTYPE_F32 ? 4 : 2, row_bytes = (size_t)n * esz;
-        for (int r = 4; r < 8 && o + r < w->rows; r++) {
-            const char *rp = (const char *)w->p + (size_t)(o + r) * row_bytes;
-            for (size_t b = 0; b < row_bytes; b += 64)
-                _mm_prefetch(rp + b, _MM_HINT_T0);
-        }
+        int t = 0;
         const float *rows[4];
+        if (avx && nr == 4) {
+            /*
+             * Token groups of 3 (2 when 4 or 2 are left, 1 for a last one).
+             * The first group of a 16-bit block widens the rows into scratch
+             * as it goes; the later ones read that f32 copy.
+             */
+            int f32 = w->dt == THAW_DTYPE_F32, k = w->dt == THAW_DTYPE_BF16 ? 1 : 2;
+            const uint16_t *src = f32 ? NULL : (const uint16_t *)w->p + (size_t)o * (size_t)n;
+            for (int r = 0; r < 4; r++)
+                rows[r] = f32 ? (const float *)w->p + (size_t)(o + r) * (size_t)n
+                              : scratch + (size_t)r * n;
+            for (int r = 4; f32 && r < 8 && o + r < w->rows; r++) { /* the next block's rows */
+                const char *rp = (const char *)(rows[0] + (size_t)r * n);
+                for (size_t b = 0; b < (size_t)n * sizeof(float); b += 64)
+                    _mm_prefetch(rp + b, _MM_HINT_T0);
+            }
+            while (t < n_tok) {
+                int left = n_tok - t, nt = left == 4 ? 2 : left < 3 ? left : 3;
+                float res_t[3][4];
+                dot4xk_tab[t == 0 ? (f32 ? 0 : k) : 0][nt - 1](res_t, rows, src, (size_t)n, scratch,
+                                                               x + (size_t)t * n, (size_t)n, n);
+                for (int r = 0; r < 4; r++) {
+                    float b = bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f;
+                    for (int u = 0; u < nt; u++)
+                        y[(size_t)(t + u) * ldy + o + r] = res_t[u][r] + b;
+                }
+                t += nt;
+            }
+            continue;
+        }
         for (int r = 0; r < nr; r++) {
             if (w->dt == THAW_DTYPE_F32) {
                 rows[r] = (const float *)w->p + (size_t)(o + r) * (size_t)n;
             } else {
                 eng_row_f32(scratch + (size_t)r * n, w, o + r);
                 rows[r] = scratch + (size_t)r * n;
-            }
-        }
-        int t = 0;
-        if (avx && nr == 4) {
-            for (; t + 2 <= n_tok; t += 2) {
-                float r0[4], r1[4];
-                dot4x2_avx(r0, r1, rows, x + (size_t)t * n, x + (size_t)(t + 1) * n, n);
-                float *y0 = y + (size_t)t * ldy, *y1 = y0 + ldy;
-                for (int r = 0; r < 4; r++) {
-                    float b = bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f;
-                    y0[o + r] = r0[r] + b;
-                    y1[o + r] = r1[r] + b;
-                }
             }
         }
         for (; t < n_tok; t++) {
@@ -519,6 +945,15 @@ void eng_matmul_rows(float *y, int ldy, const float *x, int n_tok, const struct 
                 yt[o + r] = res[r] + (bias && bias->p ? wget(bias, (size_t)(o + r)) : 0.0f);
         }
     }
+}
+
+void eng_attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
+                   int p0, int p1, int hd, float scale, float *scores)
+{
+    if (avx2_on())
+        attn_head_avx(out, q, K, V, kv_stride, p0, p1, hd, scale, scores);
+    else
+        attn_head_scalar(out, q, K, V, kv_stride, p0, p1, hd, scale, scores);
 }
 
 void eng_rmsnorm(float *out, const float *x, const struct eng_weight *w, int n, float eps)

@@ -44,7 +44,7 @@ struct thaw_engine {
     float *cos_t, *sin_t; /* [ctx][hd/2] */
     float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
     float *logits;        /* [max_logit_rows][V]; the CUDA backend's pinned buffer there */
-    float *scratch;       /* per chunk: 4 * max(H, I, qd) */
+    float *scratch;       /* per chunk: ENG_MATMUL_SCRATCH(max(H, I, qd)) */
     float *scores;        /* per chunk: ctx */
     size_t scratch_per;
     struct seq **slots;   /* [max_seqs] */
@@ -155,7 +155,7 @@ int thaw_engine_create(struct thaw_model *m, const struct thaw_engine_opts *o,
         wide = e->I;
     if (e->qd > wide)
         wide = e->qd;
-    e->scratch_per = 4 * (size_t)wide;
+    e->scratch_per = ENG_MATMUL_SCRATCH(wide);
     size_t kv = (size_t)e->max_seqs * c->n_layers * (size_t)e->ctx * e->kvd;
     size_t T = (size_t)e->max_tok;
     /* calloc: large blocks come from fresh mmap, so untouched KV costs nothing.
@@ -297,15 +297,25 @@ static void mm_run(void *arg, int wi, int nw)
     }
 }
 
-/* About 64 rows per chunk (a few per worker keeps them busy when one is
- * descheduled), at most MAX_CHUNKS. */
+/*
+ * About 64 rows per chunk for one token, 128 for several (each chunk of a
+ * batched matmul first lays out its tokens for the kernel: larger chunks
+ * repeat that less), at most MAX_CHUNKS. Several chunks per worker keep
+ * them busy when one is descheduled; a multiple of the thread count gives
+ * the threads equal shares when none is (576 rows in 9 chunks left one of 2
+ * threads idle for a ninth of the matmul).
+ */
 static int mm_chunks(const struct mm_job *j)
 {
-    long rows = 0;
+    long rows = 0, per = j->n_tok > 1 ? 128 : 64;
     for (int p = 0; p < j->n_parts; p++)
         rows += j->part[p].w->rows;
-    long c = (rows + 63) / 64;
-    return c > MAX_CHUNKS ? MAX_CHUNKS : (int)c;
+    long c = (rows + per - 1) / per, nt = eng_pool_size(j->e->pool);
+    if (c > MAX_CHUNKS)
+        c = MAX_CHUNKS;
+    if (c > nt)
+        c -= c % nt;
+    return (int)c;
 }
 
 static void matmul(struct thaw_engine *e, int n_tok, const float *x, const struct eng_weight *w,
@@ -340,38 +350,25 @@ static void att_run(void *arg, int wi, int nw)
         const float *K = e->kcache + base * e->kvd + (size_t)kvh * hd;
         const float *V = e->vcache + base * e->kvd + (size_t)kvh * hd;
         int p0 = window && bt->pos >= window ? bt->pos - window + 1 : 0;
-        float mx = -INFINITY;
-        for (int p = p0; p <= bt->pos; p++) {
-            const float *kp = K + (size_t)p * e->kvd;
-            float lane[8] = { 0 };
-            int d = 0;
-            for (; d + 8 <= hd; d += 8)
-                for (int l = 0; l < 8; l++)
-                    lane[l] += q[d + l] * kp[d + l];
-            float s = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
-                      ((lane[1] + lane[5]) + (lane[3] + lane[7]));
-            for (; d < hd; d++)
-                s += q[d] * kp[d];
-            s *= scale;
-            sc[p] = s;
-            if (s > mx)
-                mx = s;
-        }
-        float sum = 0;
-        for (int p = p0; p <= bt->pos; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        float inv = 1.0f / sum;
-        float *o = e->att + (size_t)t * e->qd + (size_t)h * hd;
-        for (int d = 0; d < hd; d++)
-            o[d] = 0;
-        for (int p = p0; p <= bt->pos; p++) {
-            const float *vp = V + (size_t)p * e->kvd;
-            float w = sc[p] * inv;
-            for (int d = 0; d < hd; d++)
-                o[d] += w * vp[d];
-        }
+        eng_attn_head(e->att + (size_t)t * e->qd + (size_t)h * hd, q, K, V, (size_t)e->kvd, p0,
+                      bt->pos, hd, scale, sc);
+    }
+}
+
+struct silu_job {
+    float *a;       /* gate in, SiLU(gate) * up out */
+    const float *b; /* up */
+    size_t n;
+};
+
+static void silu_run(void *arg, int wi, int nw)
+{
+    struct silu_job *j = arg;
+    size_t per = (j->n + (size_t)nw - 1) / (size_t)nw, i0 = (size_t)wi * per;
+    size_t i1 = i0 + per < j->n ? i0 + per : j->n;
+    for (size_t i = i0; i < i1; i++) {
+        float a = j->a[i];
+        j->a[i] = a / (1.0f + expf(-a)) * j->b[i];
     }
 }
 
@@ -425,10 +422,9 @@ static void forward(struct thaw_engine *e)
         g.part[0] = (struct mm_part){ &L->gate, NULL, e->hb, I, 0, e->xb };
         g.part[1] = (struct mm_part){ &L->up, NULL, e->hb2, I, 0, e->xb };
         eng_pool_run(e->pool, mm_run, &g, mm_chunks(&g));
-        for (size_t i = 0; i < (size_t)N * I; i++) {
-            float a = e->hb[i];
-            e->hb[i] = a / (1.0f + expf(-a)) * e->hb2[i];
-        }
+        struct silu_job sj = { e->hb, e->hb2, (size_t)N * I };
+        /* A batch's SiLU (an expf per element) is worth splitting; one token's is not. */
+        eng_pool_run(e->pool, silu_run, &sj, N > 1 ? eng_pool_size(e->pool) : 1);
         matmul(e, N, e->hb, &L->down, NULL, e->xb2, H);
         for (size_t i = 0; i < (size_t)N * H; i++)
             e->x[i] += e->xb2[i];

@@ -71,10 +71,13 @@ void eng_pool_run(struct eng_pool *p, eng_job_fn fn, void *arg, int n_chunks);
 
 /* Pick AVX2/FMA kernels when the CPU has them (called once; idempotent). */
 void eng_cpu_init(void);
-/* Which kernels run: "avx2" or "scalar". */
+/* Which kernels run: "avx512" (the batched matmul on 512-bit registers, the
+ * rest AVX2), "avx2" or "scalar". */
 const char *eng_cpu_isa(void);
 /* Force the scalar kernels (tests of the fallback). */
 void eng_cpu_force_scalar(int on);
+/* Force the 256-bit kernels on a CPU with AVX-512 (tests of that path). */
+void eng_cpu_force_avx2(int on);
 
 /* dst[0..n) = f32 of row r of w (any dtype). */
 void eng_row_f32(float *dst, const struct eng_weight *w, int r);
@@ -84,10 +87,20 @@ void eng_row_f32(float *dst, const struct eng_weight *w, int r);
  * [o0, o1); x rows of w->cols floats, y rows of ldy floats. Every output
  * element is computed with the same order of operations whatever n_tok and
  * the row range are, so batched and unbatched results are bitwise equal.
- * scratch holds 4 * w->cols floats.
+ * scratch holds ENG_MATMUL_SCRATCH(w->cols) floats.
  */
+#define ENG_MATMUL_SCRATCH(cols) (16 * (size_t)(cols) + 16)
 void eng_matmul_rows(float *y, int ldy, const float *x, int n_tok, const struct eng_weight *w,
                      const struct eng_weight *bias, int o0, int o1, float *scratch);
+
+/*
+ * One head of one token's attention: out[0..hd) = sum_p softmax_p(scale *
+ * q.K[p]) V[p] over positions p0..p1 (inclusive); K and V point at the
+ * head's first position, rows kv_stride floats apart. scores holds p1 + 1
+ * floats. The result depends only on these inputs (not on the batch).
+ */
+void eng_attn_head(float *out, const float *q, const float *K, const float *V, size_t kv_stride,
+                   int p0, int p1, int hd, float scale, float *scores);
 
 /* out = x * rsqrt(mean(x^2) + eps) * w, n elements. */
 void eng_rmsnorm(float *out, const float *x, const struct eng_weight *w, int n, float eps);

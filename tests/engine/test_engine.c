@@ -500,6 +500,54 @@ static void t_batched_equals_unbatched(void)
     teardown(&f);
 }
 
+/* All-position logits of ids on the current kernels (prefill chunks of 16:
+ * the batched matmul path). */
+static float *logits_now(struct fixture *f, const int32_t *ids, int n)
+{
+    struct thaw_engine *e;
+    struct thaw_engine_opts o = { .max_seqs = 2, .prefill_chunk = 16 };
+    CHECK_OK(thaw_engine_create(f->m, &o, &e));
+    float *lg = malloc(sizeof(float) * (size_t)n * f->s.V);
+    CHECK(lg != NULL);
+    CHECK_OK(thaw_engine_logits(e, ids, (size_t)n, lg));
+    thaw_engine_destroy(e);
+    return lg;
+}
+
+/* The kernels this CPU can run (AVX-512 when present, AVX2, scalar) give
+ * bitwise the same logits, and the AVX2 batched path - which a machine with
+ * AVX-512 never takes by itself - keeps batched == unbatched. */
+static void t_isa_paths_agree(void)
+{
+    struct fixture f;
+    struct spec s = LLAMA;
+    s.dt = THAW_DTYPE_BF16;
+    setup(&f, &s);
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++)
+        ids[i] = (i * 7 + 3) % s.V;
+    const char *isa = eng_cpu_isa();
+    float *def = logits_now(&f, ids, 40);
+    eng_cpu_force_avx2(1);
+    const char *isa2 = eng_cpu_isa();
+    float *avx2 = logits_now(&f, ids, 40);
+    eng_cpu_force_avx2(0);
+    eng_cpu_force_scalar(1);
+    float *scalar = logits_now(&f, ids, 40);
+    eng_cpu_force_scalar(0);
+    printf("default %s, forced %s, scalar\n", isa, isa2);
+    size_t bytes = sizeof(float) * 40 * (size_t)s.V;
+    CHECK(memcmp(def, avx2, bytes) == 0);
+    CHECK(memcmp(def, scalar, bytes) == 0);
+    free(def);
+    free(avx2);
+    free(scalar);
+    teardown(&f);
+    eng_cpu_force_avx2(1);
+    t_batched_equals_unbatched();
+    eng_cpu_force_avx2(0);
+}
+
 /* Greedy decoding with the KV cache picks the argmax of a full recomputation
  * at every step. */
 static void t_decode_matches_full(void)
@@ -1084,6 +1132,7 @@ static const struct test_case cases[] = {
     { "rope_linear", t_rope_linear },
     { "scalar_fallback", t_scalar_fallback },
     { "batched_equals_unbatched", t_batched_equals_unbatched },
+    { "isa_paths_agree", t_isa_paths_agree },
     { "decode_matches_full", t_decode_matches_full },
     { "stop_and_cancel", t_stop_and_cancel },
     { "migration", t_migration },
